@@ -1,0 +1,91 @@
+"""Cutting a byte stream into complete protocol messages, without copying what is whole.
+
+``Framer.feed`` returns ``(kind, view)`` pairs whose views point into the bytes just received:
+a chunk made of whole messages is never copied. Only a partial message at the end of a chunk is
+kept (copied) until the rest arrives. Messages of a *pass-through* kind (DataRow, CopyData)
+larger than ``passthrough_min`` are not buffered at all: their pieces are returned as they
+arrive, the first with the message's kind and the rest as ``CONTINUATION``, so a 500 MB row is
+relayed in constant memory.
+
+Sizes are capped: a declared length over ``max_size`` (or under 4) is a protocol violation and
+raises ``MalformedMessage``; the caller answers 08P01 and closes.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from proxyworker.protocol.messages import MalformedMessage
+
+CONTINUATION = -1
+"""Kind of a piece of a pass-through message after its first piece."""
+
+_LEN = struct.Struct("!i")
+_EMPTY = memoryview(b"")
+
+
+class Framer:
+    __slots__ = ("_buf", "_max", "_min_passthrough", "_passthrough", "_skip", "aligned")
+
+    def __init__(
+        self,
+        max_size: int,
+        passthrough: frozenset[int] = frozenset(),
+        passthrough_min: int = 65536,
+    ) -> None:
+        self._buf = b""
+        self._skip = 0
+        self._max = max_size
+        self._passthrough = passthrough
+        self._min_passthrough = passthrough_min
+        self.aligned = True
+        """True when the last ``feed`` returned exactly the chunk, cut at message borders."""
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete message held back."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[tuple[int, memoryview]]:
+        out: list[tuple[int, memoryview]] = []
+        view = memoryview(data)
+        aligned = not self._buf and not self._skip
+        if self._skip:
+            take = min(self._skip, len(view))
+            out.append((CONTINUATION, view[:take]))
+            self._skip -= take
+            view = view[take:]
+        if self._buf:
+            view = memoryview(self._buf + view.tobytes())
+            self._buf = b""
+        pos = 0
+        n = len(view)
+        while n - pos >= 5:
+            kind = view[pos]
+            length = _LEN.unpack_from(view, pos + 1)[0]
+            if length < 4 or length > self._max:
+                raise MalformedMessage(
+                    f"message {chr(kind)!r} declares {length} bytes; the limit is {self._max}"
+                )
+            end = pos + 1 + length
+            if end <= n:
+                out.append((kind, view[pos:end]))
+                pos = end
+                continue
+            if kind in self._passthrough and length >= self._min_passthrough:
+                out.append((kind, view[pos:]))
+                self._skip = end - n
+                pos = n
+            break
+        if pos < n:
+            self._buf = view[pos:].tobytes()
+            aligned = False
+        elif self._skip:
+            aligned = False
+        self.aligned = aligned
+        return out
+
+
+def body(msg: memoryview) -> memoryview:
+    """The body of a whole framed message (after type and length)."""
+    return msg[5:]

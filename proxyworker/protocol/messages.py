@@ -1,0 +1,262 @@
+"""PostgreSQL v3 message codes, builders and parsers.
+
+Builders return ``bytes`` ready for the wire; parsers take a message *body* (the bytes after the
+5-byte type+length header) and never copy more than the fields they return. Nothing here does
+I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+# Frontend (client -> server) message types.
+QUERY = ord("Q")
+PARSE = ord("P")
+BIND = ord("B")
+DESCRIBE = ord("D")
+EXECUTE = ord("E")
+CLOSE = ord("C")
+SYNC = ord("S")
+FLUSH = ord("H")
+FUNCTION_CALL = ord("F")
+TERMINATE = ord("X")
+COPY_DATA = ord("d")
+COPY_DONE = ord("c")
+COPY_FAIL = ord("f")
+PASSWORD = ord("p")  # PasswordMessage, SASLInitialResponse, SASLResponse
+
+# Backend (server -> client) message types.
+AUTHENTICATION = ord("R")
+BACKEND_KEY_DATA = ord("K")
+PARAMETER_STATUS = ord("S")
+READY_FOR_QUERY = ord("Z")
+ERROR_RESPONSE = ord("E")
+NOTICE_RESPONSE = ord("N")
+NOTIFICATION_RESPONSE = ord("A")
+NEGOTIATE_PROTOCOL_VERSION = ord("v")
+PARSE_COMPLETE = ord("1")
+BIND_COMPLETE = ord("2")
+CLOSE_COMPLETE = ord("3")
+COMMAND_COMPLETE = ord("C")
+DATA_ROW = ord("D")
+ROW_DESCRIPTION = ord("T")
+PARAMETER_DESCRIPTION = ord("t")
+NO_DATA = ord("n")
+EMPTY_QUERY = ord("I")
+PORTAL_SUSPENDED = ord("s")
+COPY_IN_RESPONSE = ord("G")
+COPY_OUT_RESPONSE = ord("H")
+COPY_BOTH_RESPONSE = ord("W")
+FUNCTION_CALL_RESPONSE = ord("V")
+
+# Authentication request codes (body of 'R').
+AUTH_OK = 0
+AUTH_CLEARTEXT = 3
+AUTH_MD5 = 5
+AUTH_SASL = 10
+AUTH_SASL_CONTINUE = 11
+AUTH_SASL_FINAL = 12
+
+# Special startup-packet codes.
+PROTOCOL_3_0 = 196608  # 3 << 16
+SSL_REQUEST = 80877103
+GSSENC_REQUEST = 80877104
+CANCEL_REQUEST = 80877102
+
+_I32 = struct.Struct("!i")
+_HDR = struct.Struct("!ci")
+_U32 = struct.Struct("!I")
+
+
+def message(kind: int, body: bytes = b"") -> bytes:
+    """Frame ``body`` as a typed message."""
+    return bytes((kind,)) + _I32.pack(len(body) + 4) + body
+
+
+def cstr(value: str) -> bytes:
+    return value.encode() + b"\x00"
+
+
+# --- backend messages the worker writes itself -------------------------------------------
+
+
+def auth_request(code: int, extra: bytes = b"") -> bytes:
+    return message(AUTHENTICATION, _I32.pack(code) + extra)
+
+
+def auth_ok() -> bytes:
+    return auth_request(AUTH_OK)
+
+
+def parameter_status(name: str, value: str) -> bytes:
+    return message(PARAMETER_STATUS, cstr(name) + cstr(value))
+
+
+def backend_key_data(pid: int, secret: int) -> bytes:
+    return message(BACKEND_KEY_DATA, _I32.pack(pid) + _I32.pack(secret))
+
+
+def ready_for_query(status: bytes = b"I") -> bytes:
+    return message(READY_FOR_QUERY, status)
+
+
+def negotiate_protocol_version(newest_minor: int, unrecognized: Iterable[str]) -> bytes:
+    names = list(unrecognized)
+    body = _I32.pack(newest_minor) + _I32.pack(len(names)) + b"".join(cstr(n) for n in names)
+    return message(NEGOTIATE_PROTOCOL_VERSION, body)
+
+
+def _fields(severity: str, code: str, text: str, detail: str | None, hint: str | None) -> bytes:
+    parts = [b"S" + cstr(severity), b"V" + cstr(severity), b"C" + cstr(code), b"M" + cstr(text)]
+    if detail:
+        parts.append(b"D" + cstr(detail))
+    if hint:
+        parts.append(b"H" + cstr(hint))
+    return b"".join(parts) + b"\x00"
+
+
+def error_response(
+    code: str,
+    text: str,
+    *,
+    severity: str = "ERROR",
+    detail: str | None = None,
+    hint: str | None = None,
+) -> bytes:
+    return message(ERROR_RESPONSE, _fields(severity, code, text, detail, hint))
+
+
+def notice_response(text: str, *, code: str = "00000", detail: str | None = None) -> bytes:
+    return message(NOTICE_RESPONSE, _fields("NOTICE", code, text, detail, None))
+
+
+def command_complete(tag: str) -> bytes:
+    return message(COMMAND_COMPLETE, cstr(tag))
+
+
+# --- frontend messages the worker writes to servers --------------------------------------
+
+
+def startup_message(params: Mapping[str, str]) -> bytes:
+    body = _I32.pack(PROTOCOL_3_0)
+    body += b"".join(cstr(k) + cstr(v) for k, v in params.items()) + b"\x00"
+    return _I32.pack(len(body) + 4) + body
+
+
+def ssl_request() -> bytes:
+    return _I32.pack(8) + _I32.pack(SSL_REQUEST)
+
+
+def cancel_request(pid: int, secret: int) -> bytes:
+    return _I32.pack(16) + _I32.pack(CANCEL_REQUEST) + _I32.pack(pid) + _I32.pack(secret)
+
+
+def query(sql: str) -> bytes:
+    return message(QUERY, cstr(sql))
+
+
+def password_message(payload: bytes) -> bytes:
+    return message(PASSWORD, payload)
+
+
+def sasl_initial_response(mechanism: str, payload: bytes) -> bytes:
+    return message(PASSWORD, cstr(mechanism) + _I32.pack(len(payload)) + payload)
+
+
+def parse(name: str, sql: str, param_types: bytes = b"\x00\x00") -> bytes:
+    return message(PARSE, cstr(name) + cstr(sql) + param_types)
+
+
+def terminate() -> bytes:
+    return message(TERMINATE)
+
+
+# --- parsers -----------------------------------------------------------------------------
+
+
+class MalformedMessage(ValueError):
+    """A message body does not follow the protocol (SQLSTATE 08P01)."""
+
+
+def read_cstr(body: bytes | memoryview, offset: int) -> tuple[str, int]:
+    """Read a NUL-terminated string at ``offset``; return it and the offset after the NUL."""
+    raw = bytes(body) if isinstance(body, memoryview) else body
+    end = raw.find(b"\x00", offset)
+    if end < 0:
+        raise MalformedMessage("string is not NUL-terminated")
+    try:
+        return raw[offset:end].decode(), end + 1
+    except UnicodeDecodeError as exc:
+        raise MalformedMessage(f"string is not valid UTF-8: {exc.reason}") from None
+
+
+def read_i32(body: bytes | memoryview, offset: int) -> int:
+    if offset + 4 > len(body):
+        raise MalformedMessage("message is truncated")
+    value: int = _I32.unpack_from(body, offset)[0]
+    return value
+
+
+def parse_query(body: bytes | memoryview) -> str:
+    return read_cstr(body, 0)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class ParseMessage:
+    name: str
+    sql: str
+    param_types: bytes  # Int16 count + Int32 OIDs, kept raw for re-framing
+
+
+def parse_parse(body: bytes | memoryview) -> ParseMessage:
+    name, pos = read_cstr(body, 0)
+    sql, pos = read_cstr(body, pos)
+    types = bytes(body[pos:])
+    if len(types) < 2 or len(types) != 2 + 4 * struct.unpack_from("!h", types, 0)[0]:
+        raise MalformedMessage("Parse parameter type list does not match its count")
+    return ParseMessage(name, sql, types)
+
+
+def split_bind(body: bytes | memoryview) -> tuple[str, str, int]:
+    """Return (portal, statement, offset of the rest) of a Bind body."""
+    portal, pos = read_cstr(body, 0)
+    statement, pos = read_cstr(body, pos)
+    return portal, statement, pos
+
+
+def parse_target(body: bytes | memoryview) -> tuple[int, str]:
+    """Describe/Close body: ('S' or 'P', name)."""
+    if len(body) < 2 or body[0] not in (ord("S"), ord("P")):
+        raise MalformedMessage("Describe/Close must name 'S' (statement) or 'P' (portal)")
+    name, _ = read_cstr(body, 1)
+    return body[0], name
+
+
+def parse_fields(body: bytes | memoryview) -> dict[str, str]:
+    """ErrorResponse/NoticeResponse fields keyed by their one-letter code."""
+    fields: dict[str, str] = {}
+    pos = 0
+    while pos < len(body) and body[pos] != 0:
+        code = chr(body[pos])
+        value, pos = read_cstr(body, pos + 1)
+        fields[code] = value
+    return fields
+
+
+def parse_parameter_status(body: bytes | memoryview) -> tuple[str, str]:
+    name, pos = read_cstr(body, 0)
+    value, _ = read_cstr(body, pos)
+    return name, value
+
+
+def header(data: bytes | memoryview, offset: int = 0) -> tuple[int, int]:
+    """(type, length including the length field) of the message starting at ``offset``."""
+    kind, length = _HDR.unpack_from(data, offset)
+    return kind[0], length
+
+
+def u32(data: bytes | memoryview, offset: int = 0) -> int:
+    value: int = _U32.unpack_from(data, offset)[0]
+    return value

@@ -1,0 +1,197 @@
+"""The worker process: listening socket, sessions, pools, cancel routing, reload and drain.
+
+This module and ``session.py`` are the only places that own sockets. With ``--workers N``
+several processes bind the same port (SO_REUSEPORT); each hands out BackendKeyData whose pid
+carries its worker index, so a CancelRequest that the kernel gives to the wrong process is
+passed on to the right one over a local (abstract Unix) socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import ssl
+
+from proxyworker import metrics
+from proxyworker.config.schema import WorkerConfig
+from proxyworker.protocol import messages as m
+from proxyworker.protocol.scram import ScramVerifier
+from proxyworker.protocol.startup import parse_startup
+from proxyworker.session import ClientSession
+from proxyworker.tasks import spawn
+from proxyworker.upstream.connection import send_cancel
+from proxyworker.upstream.pool import Pool
+
+log = logging.getLogger(__name__)
+
+_PID_BITS = 24
+
+
+def server_tls_context(config: WorkerConfig) -> ssl.SSLContext | None:
+    if config.listen.tls_cert is None or config.listen.tls_key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(config.listen.tls_cert, config.listen.tls_key)
+    return ctx
+
+
+def cancel_socket_name(port: int, index: int) -> str:
+    return f"\0sqlproxy-cancel-{port}-{index}"
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig, index: int = 0, workers: int = 1) -> None:
+        self.index = index
+        self.workers = workers
+        self.sessions: set[ClientSession] = set()
+        self.draining = False
+        self.pools: dict[str, Pool] = {}
+        self.users: dict[str, ScramVerifier] = {}
+        self.config = config
+        self.tls: ssl.SSLContext | None = None
+        self._by_key: dict[tuple[int, int], ClientSession] = {}
+        self._pid_seq = 0
+        self._servers: list[asyncio.AbstractServer] = []
+        self._all_gone = asyncio.Event()
+        self.port = config.listen.port
+        self.apply(config)
+
+    # --- configuration ---------------------------------------------------------------------
+
+    def apply(self, config: WorkerConfig) -> None:
+        """Use ``config`` for new connections; sessions keep the pool they started with."""
+        tls = server_tls_context(config)
+        users = {u.name: u.verifier() for u in config.users}
+        old = self.pools
+        pools: dict[str, Pool] = {}
+        for db in config.databases:
+            previous = old.get(db.name)
+            pools[db.name] = previous if previous is not None and previous.db == db else Pool(db)
+        for name, pool in old.items():
+            if pools.get(name) is not pool:
+                pool.close_idle()
+        self.config, self.tls, self.users, self.pools = config, tls, users, pools
+
+    # --- sessions and cancel keys ----------------------------------------------------------
+
+    def register(self, session: ClientSession) -> tuple[int, int]:
+        while True:
+            self._pid_seq = (self._pid_seq + 1) & ((1 << _PID_BITS) - 1) or 1
+            key = ((self.index << _PID_BITS) | self._pid_seq, secrets.randbits(31))
+            if key not in self._by_key:
+                self._by_key[key] = session
+                return key
+
+    def unregister(self, session: ClientSession) -> None:
+        self.sessions.discard(session)
+        if not self.sessions:
+            self._all_gone.set()
+        if self._by_key.get(session.key) is session:
+            del self._by_key[session.key]
+
+    def cancel(self, pid: int, secret: int) -> None:
+        owner = pid >> _PID_BITS
+        if owner != self.index:
+            if owner < self.workers:
+                spawn(self._pass_cancel(owner, pid, secret), name="pass cancel to peer")
+            else:
+                metrics.CANCELS.labels("unknown").inc()
+            return
+        session = self._by_key.get((pid, secret))
+        server = session.server if session is not None else None
+        # Only while a request is in flight: a cancel must never hit the next client's query.
+        if session is None or server is None or session.pool is None or not session._started:
+            metrics.CANCELS.labels("ignored").inc()
+            return
+        metrics.CANCELS.labels("forwarded").inc()
+        spawn(
+            send_cancel(session.pool.target, server.pid, server.secret, 5.0),
+            name="send cancel",
+        )
+
+    async def _pass_cancel(self, owner: int, pid: int, secret: int) -> None:
+        try:
+            _, writer = await asyncio.open_unix_connection(cancel_socket_name(self.port, owner))
+        except OSError as exc:
+            log.warning("cannot pass cancel to worker %d: %s", owner, exc)
+            return
+        writer.write(m.cancel_request(pid, secret))
+        await writer.drain()
+        writer.close()
+        metrics.CANCELS.labels("passed").inc()
+
+    async def _peer_cancel(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, m.MalformedMessage, OSError):
+            packet = parse_startup(await reader.readexactly(16))
+            pid, secret = getattr(packet, "pid", None), getattr(packet, "secret", None)
+            if pid is not None and secret is not None and pid >> _PID_BITS == self.index:
+                self.cancel(pid, secret)
+        writer.close()
+
+    # --- serving ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        listen = self.config.listen
+        sock = socket.socket(socket.AF_INET6 if ":" in listen.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.workers > 1:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((listen.host, listen.port))
+        self.port = sock.getsockname()[1]
+        sock.listen(1024)
+        sock.setblocking(False)
+        server = await loop.create_server(lambda: ClientSession(self), sock=sock, backlog=1024)
+        for s in server.sockets:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._servers.append(server)
+        if self.workers > 1:
+            self._servers.append(
+                await asyncio.start_unix_server(
+                    self._peer_cancel, path=cancel_socket_name(self.port, self.index)
+                )
+            )
+        spawn(self._housekeeping(), name="pool housekeeping")
+        log.info("listening", extra={"host": listen.host, "port": self.port, "worker": self.index})
+
+    async def _housekeeping(self) -> None:
+        while not self.draining:
+            await asyncio.sleep(10)
+            for pool in self.pools.values():
+                pool.close_idle(pool.db.server_idle_timeout)
+
+    async def drain(self) -> None:
+        """Stop accepting; let transactions in flight finish; then close every client."""
+        self.draining = True
+        for server in self._servers:
+            server.close()
+        for session in list(self.sessions):
+            if not session._started and (session.server is None or session.server.status == b"I"):
+                session.fatal("57P01", "sqlproxy: terminating connection: the worker is stopping")
+        self._all_gone.clear()
+        if self.sessions:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.listen.shutdown_timeout):
+                    await self._all_gone.wait()
+        for session in list(self.sessions):
+            session.fatal("57P01", "sqlproxy: terminating connection: shutdown timeout reached")
+        for pool in self.pools.values():
+            pool.close_idle()
+        await asyncio.sleep(0)
+
+    async def check_ready(self) -> dict[str, str]:
+        """Per database: "ok" or why its upstream cannot be reached."""
+        results: dict[str, str] = {}
+        for name, pool in self.pools.items():
+            try:
+                await pool.check()
+                results[name] = "ok"
+            except Exception as exc:
+                results[name] = str(exc) or type(exc).__name__
+        return results

@@ -1,0 +1,587 @@
+"""One client connection: startup, authentication, then the relay to a server connection.
+
+The session is the single owner of I/O for its client and, while linked, for the server
+connection's output: it decides what is written where. The states are explicit (``Phase``);
+the handshake is a coroutine reading framed packets, the relay runs in ``data_received``
+callbacks with no task switch per message.
+
+Request tracking (both pool modes): every Query and Sync forwarded counts as one request that
+ends at the server's ReadyForQuery. In transaction mode the server connection goes back to the
+pool when no request is in flight, no extended-protocol message awaits its Sync, and the server
+reports 'I' (idle, outside a transaction block).
+
+Prepared statements in transaction mode: a client's named statement gets a server-side name
+unique to the client (``_sqlp<session>_<n>``). Bind/Describe/Close are renamed on the way. If
+the client lands on a server connection that never saw the statement, its Parse is replayed
+just before first use and the resulting ParseComplete is swallowed. ParseComplete messages
+arrive in the order the Parses were sent, so a queue matches each one to its Parse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import secrets
+import time
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+from proxyworker import metrics
+from proxyworker.protocol import messages as m
+from proxyworker.protocol.framing import Framer
+from proxyworker.protocol.scram import MECHANISM, ScramError, ScramServer, make_verifier
+from proxyworker.protocol.startup import (
+    CancelRequest,
+    GSSEncRequest,
+    SSLRequest,
+    StartupMessage,
+    packet_length,
+    parse_startup,
+)
+from proxyworker.tasks import spawn
+from proxyworker.upstream.connection import ServerConnection, UpstreamError
+
+if TYPE_CHECKING:
+    from proxyworker.server import Worker
+    from proxyworker.upstream.pool import Pool
+
+log = logging.getLogger(__name__)
+
+# Startup parameters that describe the connection rather than the session; not forwarded.
+_NOT_FORWARDED = frozenset({"user", "database", "replication"})
+_AUTH_MAX_MESSAGE = 16384
+_STATUS_IDLE = b"I"
+
+
+class Phase(enum.Enum):
+    STARTUP = "startup"
+    AUTHENTICATING = "authenticating"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+class ClientError(Exception):
+    """End the handshake with a FATAL ErrorResponse."""
+
+    def __init__(self, sqlstate: str, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate, self.message, self.detail = sqlstate, message, detail
+
+
+class ClientSession(asyncio.Protocol):
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.phase = Phase.STARTUP
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.user = ""
+        self.database = ""
+        self.application_name = ""
+        self.params: dict[str, str] = {}
+        self.key: tuple[int, int] = (0, 0)
+        self.pool: Pool | None = None
+        self.server: ServerConnection | None = None
+        self.transaction_pooling = False
+        self._labels: metrics.DatabaseLabels | None = None
+        # handshake input
+        self._raw = b""
+        self._wakeup: asyncio.Future[None] | None = None
+        # relay state
+        self.framer = Framer(worker.config.listen.max_message_size, frozenset({m.COPY_DATA}))
+        self._started: deque[float] = deque()  # one per request in flight
+        self._unsynced = False
+        self._backlog: list[tuple[int, memoryview]] = []
+        self._acquiring = False
+        self._client_paused = False
+        self._server_paused = False
+        # transaction-mode prepared statements
+        self._statements: dict[str, tuple[str, bytes]] = {}  # client name -> (server name, Parse)
+        self._parse_queue: deque[tuple[str, bool] | None] = deque()  # None marks a Sync/Query
+        self._pending_parses: set[str] = set()
+        self._statement_seq = 0
+
+    # --- asyncio.Protocol: client side -----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "local")
+        metrics.CLIENT_CONNECTIONS.inc()
+        metrics.CLIENTS_ACCEPTED.inc()
+        self.worker.sessions.add(self)
+        if len(self.worker.sessions) > self.worker.config.listen.max_client_conn:
+            metrics.CLIENTS_REFUSED.labels("53300").inc()
+            self.fatal("53300", "sqlproxy: too many clients already (listen.max_client_conn)")
+            return
+        spawn(self._handshake(), name=f"handshake {self.peer}")
+
+    def data_received(self, data: bytes) -> None:
+        if self.phase is Phase.READY:
+            self._client_data(data)
+        else:
+            self._raw += data
+            if self._wakeup is not None and not self._wakeup.done():
+                self._wakeup.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.phase is Phase.CLOSED:
+            return
+        self.phase = Phase.CLOSED
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_exception(ConnectionResetError("client disconnected"))
+        self._finish()
+
+    def pause_writing(self) -> None:
+        # The client reads slower than the server answers: stop reading the server.
+        self._client_paused = True
+        if self.server is not None and self.server.transport is not None:
+            self.server.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._client_paused = False
+        if self.server is not None and self.server.transport is not None:
+            self.server.transport.resume_reading()
+
+    # --- RelayTarget: server side ----------------------------------------------------------
+
+    def server_pause_writing(self) -> None:
+        self._server_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def server_resume_writing(self) -> None:
+        self._server_paused = False
+        if self.transport is not None and not self._acquiring:
+            self.transport.resume_reading()
+
+    def server_lost(self, conn: ServerConnection, exc: Exception | None) -> None:
+        if conn is not self.server:
+            return
+        self.server = None
+        metrics.ERRORS.labels("server_lost").inc()
+        reason = f": {exc}" if exc else ""
+        self.fatal("08006", f"sqlproxy: server connection was lost{reason}")
+
+    def server_data(self, conn: ServerConnection, data: bytes) -> None:
+        try:
+            msgs = conn.framer.feed(data)
+        except m.MalformedMessage as exc:
+            conn.abort()
+            self.fatal("08P01", f"sqlproxy: server sent a malformed message: {exc}")
+            return
+        track = self.transaction_pooling
+        dropped: list[int] | None = None
+        for i, (kind, view) in enumerate(msgs):
+            if kind == m.READY_FOR_QUERY:
+                conn.status = bytes(view[5:6])
+                if self._started:
+                    assert self._labels is not None
+                    self._labels.latency.observe(time.perf_counter() - self._started.popleft())
+                if track:
+                    self._end_request_tracking()
+            elif not track:
+                continue
+            elif kind == m.PARSE_COMPLETE:
+                if self._parse_completed(conn):
+                    dropped = [*(dropped or []), i]
+            elif kind == m.ERROR_RESPONSE:
+                self._error_discards_parses()
+        transport = self.transport
+        assert transport is not None
+        if dropped is None and conn.framer.aligned:
+            transport.write(data)
+        else:
+            skip = set(dropped or ())
+            transport.writelines([v for i, (_, v) in enumerate(msgs) if i not in skip])
+        metrics.BYTES_TO_CLIENTS.inc(len(data))
+        if not self._started:
+            self._request_cycle_done(conn)
+
+    # --- handshake -------------------------------------------------------------------------
+
+    async def _wait_input(self) -> None:
+        self._wakeup = asyncio.get_running_loop().create_future()
+        try:
+            await self._wakeup
+        finally:
+            self._wakeup = None
+
+    async def _read_packet(self) -> bytes:
+        while (length := packet_length(self._raw)) is None or len(self._raw) < length:
+            await self._wait_input()
+        packet, self._raw = self._raw[:length], self._raw[length:]
+        return packet
+
+    async def _read_message(self, expected: int) -> bytes:
+        while len(self._raw) < 5:
+            await self._wait_input()
+        kind, length = m.header(self._raw)
+        if kind != expected:
+            raise ClientError("08P01", f"expected message {chr(expected)!r}, got {chr(kind)!r}")
+        if length < 4 or length > _AUTH_MAX_MESSAGE:
+            raise ClientError("08P01", f"invalid message length {length}")
+        while len(self._raw) < length + 1:
+            await self._wait_input()
+        body, self._raw = self._raw[5 : length + 1], self._raw[length + 1 :]
+        return body
+
+    async def _handshake(self) -> None:
+        try:
+            startup = await self._startup()
+            if startup is not None:
+                await self._attach(startup)
+        except ClientError as exc:
+            metrics.CLIENTS_REFUSED.labels(exc.sqlstate).inc()
+            self.fatal(exc.sqlstate, exc.message, exc.detail)
+        except m.MalformedMessage as exc:
+            metrics.CLIENTS_REFUSED.labels("08P01").inc()
+            self.fatal("08P01", f"sqlproxy: {exc}")
+        except ConnectionResetError:
+            pass
+
+    async def _startup(self) -> StartupMessage | None:
+        tls_done = False
+        while True:
+            packet = parse_startup(await self._read_packet())
+            if isinstance(packet, StartupMessage):
+                return packet
+            if isinstance(packet, CancelRequest):
+                self.worker.cancel(packet.pid, packet.secret)
+                self._close_transport()
+                return None
+            if isinstance(packet, GSSEncRequest):
+                self._write(b"N")
+            elif isinstance(packet, SSLRequest):
+                ctx = self.worker.tls
+                if ctx is None or tls_done:
+                    self._write(b"N")
+                    continue
+                if self._raw:
+                    raise ClientError("08P01", "received unencrypted data after SSL request")
+                self._write(b"S")
+                assert self.transport is not None
+                new = await asyncio.get_running_loop().start_tls(
+                    self.transport, self, ctx, server_side=True
+                )
+                self.transport = cast(asyncio.Transport, new)
+                tls_done = True
+
+    async def _attach(self, startup: StartupMessage) -> None:
+        params = startup.params
+        self.user = params["user"]
+        self.database = params.get("database") or self.user
+        self.application_name = params.get("application_name", "")
+        if params.get("replication", "false").lower() not in ("false", "off", "no", "0"):
+            raise ClientError("08P01", "sqlproxy: replication connections are not supported")
+        protocol_options = sorted(k for k in params if k.startswith("_pq_."))
+        if startup.minor > 0 or protocol_options:
+            self._write(m.negotiate_protocol_version(0, protocol_options))
+        self.params = {
+            k: v for k, v in params.items() if k not in _NOT_FORWARDED and not k.startswith("_pq_.")
+        }
+        self.phase = Phase.AUTHENTICATING
+        await self._scram()
+        pool = self.worker.pools.get(self.database)
+        if pool is None:
+            raise ClientError("3D000", f'sqlproxy: database "{self.database}" does not exist')
+        self.pool = pool
+        self.transaction_pooling = pool.db.pool_mode == "transaction"
+        self._labels = metrics.database_labels(self.database)
+        try:
+            server = await pool.acquire(self.params)
+        except UpstreamError as exc:
+            raise ClientError(
+                exc.sqlstate, f'sqlproxy: database "{self.database}": {exc.message}', exc.detail
+            ) from None
+        if self.phase is Phase.CLOSED:
+            pool.release(server)
+            return
+        out = [m.auth_ok()]
+        out += [m.parameter_status(k, v) for k, v in server.params.items()]
+        self.key = self.worker.register(self)
+        out.append(m.backend_key_data(*self.key))
+        out.append(m.ready_for_query(server.status))
+        if self.transaction_pooling:
+            pool.release(server)
+        else:
+            self._link(server)
+        self._write(b"".join(out))
+        self.phase = Phase.READY
+        if self._raw:
+            data, self._raw = self._raw, b""
+            self._client_data(data)
+
+    async def _scram(self) -> None:
+        user = self.worker.users.get(self.user)
+        # An unknown user still gets a full exchange, so user names cannot be probed.
+        verifier = user if user is not None else make_verifier(secrets.token_hex(16))
+        self._write(m.auth_request(m.AUTH_SASL, m.cstr(MECHANISM) + b"\x00"))
+        body = await self._read_message(m.PASSWORD)
+        mechanism, pos = m.read_cstr(body, 0)
+        if mechanism != MECHANISM:
+            raise ClientError("28000", f"sqlproxy: unsupported SASL mechanism {mechanism!r}")
+        length = m.read_i32(body, pos)
+        scram = ScramServer(verifier)
+        failed = ClientError("28P01", f'password authentication failed for user "{self.user}"')
+        try:
+            server_first = scram.first(bytes(body[pos + 4 : pos + 4 + length]))
+            self._write(m.auth_request(m.AUTH_SASL_CONTINUE, server_first))
+            server_final = scram.final(await self._read_message(m.PASSWORD))
+        except ScramError as exc:
+            failed.detail = str(exc)
+            raise failed from None
+        if user is None:
+            raise failed
+        self._write(m.auth_request(m.AUTH_SASL_FINAL, server_final))
+
+    # --- relay: client -> server -----------------------------------------------------------
+
+    def _client_data(self, data: bytes) -> None:
+        metrics.BYTES_FROM_CLIENTS.inc(len(data))
+        try:
+            msgs = self.framer.feed(data)
+        except m.MalformedMessage as exc:
+            self.fatal("08P01", f"sqlproxy: {exc}")
+            return
+        if self._acquiring or self._backlog:
+            self._backlog.extend(msgs)
+            return
+        if self.server is None:
+            if msgs and msgs[0][0] == m.TERMINATE:
+                self._close_transport()
+                return
+            self._backlog.extend(msgs)
+            self._acquire_server()
+            return
+        self._forward(msgs, data if self.framer.aligned else None)
+
+    def _forward(self, msgs: list[tuple[int, memoryview]], whole: bytes | None) -> None:
+        """Send client messages to the linked server; ``whole`` is the chunk they came in,
+        when it was made of exactly these messages and can be written as is."""
+        server = self.server
+        assert server is not None and self._labels is not None
+        out: list[bytes | memoryview] | None = None
+        rewrite = self.transaction_pooling
+        for i, (kind, view) in enumerate(msgs):
+            replacement: bytes | memoryview | None = None
+            if kind == m.QUERY or kind == m.SYNC:
+                self._started.append(time.perf_counter())
+                self._labels.queries.inc()
+                self._unsynced = False
+                if rewrite:
+                    self._parse_queue.append(None)
+                    if kind == m.QUERY:
+                        self._note_statement_reset(view)
+            elif kind in (m.PARSE, m.BIND, m.DESCRIBE, m.EXECUTE, m.CLOSE, m.FLUSH):
+                self._unsynced = True
+                if rewrite and kind != m.EXECUTE and kind != m.FLUSH:
+                    replacement = self._rename(kind, view, server)
+            elif kind == m.TERMINATE:
+                self._flush_out(server, msgs[:i], out, None)
+                self._close_transport()
+                return
+            elif kind == m.FUNCTION_CALL and not self.worker.config.listen.allow_function_call:
+                replacement = self._deny_function_call()
+            if replacement is not None:
+                if out is None:
+                    out = [v for _, v in msgs[:i]]
+                out.append(replacement)
+                whole = None
+            elif out is not None:
+                out.append(view)
+        self._flush_out(server, msgs, out, whole)
+
+    def _flush_out(
+        self,
+        server: ServerConnection,
+        msgs: list[tuple[int, memoryview]],
+        out: list[bytes | memoryview] | None,
+        whole: bytes | None,
+    ) -> None:
+        transport = server.transport
+        assert transport is not None
+        if whole is not None:
+            transport.write(whole)
+        elif out is not None:
+            transport.writelines(out)
+        elif msgs:
+            transport.writelines([v for _, v in msgs])
+
+    def _deny_function_call(self) -> bytes:
+        """Replace a FunctionCall with a statement that fails the same way on the server, so
+        the error arrives in order and aborts the transaction as a real error would."""
+        metrics.ERRORS.labels("function_call_denied").inc()
+        return m.query(
+            "DO $sqlproxy$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', "
+            "MESSAGE = 'sqlproxy: the FunctionCall protocol message is not allowed', "
+            "DETAIL = 'FunctionCall carries no SQL text the proxy could check.', "
+            "HINT = 'Call the function with SELECT, or set listen.allow_function_call.'; "
+            "END$sqlproxy$"
+        )
+
+    # --- transaction pooling: server connections come and go ------------------------------
+
+    def _acquire_server(self) -> None:
+        assert self.pool is not None and self.transport is not None
+        self._acquiring = True
+        self.transport.pause_reading()
+        spawn(self._acquire(self.pool), name=f"acquire {self.peer}")
+
+    async def _acquire(self, pool: Pool) -> None:
+        try:
+            server = await pool.acquire(self.params)
+        except UpstreamError as exc:
+            self._acquiring = False
+            self.fatal(exc.sqlstate, f'sqlproxy: database "{self.database}": {exc.message}')
+            return
+        finally:
+            self._acquiring = False
+        if self.phase is Phase.CLOSED:
+            pool.release(server)
+            return
+        self._link(server)
+        backlog, self._backlog = self._backlog, []
+        self._forward(backlog, None)
+        if self.transport is not None and not self._server_paused:
+            self.transport.resume_reading()
+
+    def _link(self, server: ServerConnection) -> None:
+        self.server = server
+        server.link(self)
+        if self._client_paused and server.transport is not None:
+            server.transport.pause_reading()
+
+    def _request_cycle_done(self, server: ServerConnection) -> None:
+        """Called when no request is in flight: drain, or give back the server."""
+        if self.worker.draining and server.status == _STATUS_IDLE and not self._unsynced:
+            self.fatal("57P01", "sqlproxy: terminating connection because the worker is stopping")
+            return
+        if (
+            self.transaction_pooling
+            and not self._unsynced
+            and server.status == _STATUS_IDLE
+            and self.server is server
+        ):
+            self._release_server(server)
+
+    def _release_server(self, server: ServerConnection) -> None:
+        assert self.pool is not None
+        self.server = None
+        if self._client_paused and server.transport is not None:
+            server.transport.resume_reading()
+        if len(server.prepared) > self.pool.db.max_prepared_statements:
+            server.unlink()
+            spawn(self.pool.reset_and_release(server, None), name="trim prepared statements")
+        else:
+            self.pool.release(server)
+
+    def _rename(self, kind: int, view: memoryview, server: ServerConnection) -> bytes | None:
+        """Transaction mode: give a named statement its server-side name (see module doc)."""
+        body = view[5:]
+        if kind == m.PARSE:
+            parsed = m.parse_parse(body)
+            if not parsed.name:
+                self._parse_queue.append(("", False))
+                return None
+            self._statement_seq += 1
+            server_name = f"_sqlp{self.key[0]}_{self._statement_seq}"
+            parse = m.parse(server_name, parsed.sql, parsed.param_types)
+            self._statements[parsed.name] = (server_name, parse)
+            self._parse_queue.append((server_name, False))
+            self._pending_parses.add(server_name)
+            return parse
+        if kind == m.BIND:
+            portal, name, rest = m.split_bind(body)
+            if not name or name not in self._statements:
+                return None
+            server_name, replay = self._use_statement(name, server)
+            bind = m.cstr(portal) + m.cstr(server_name) + bytes(body[rest:])
+            return replay + m.message(m.BIND, bind)
+        target, name = m.parse_target(body)
+        if target != ord("S") or not name or name not in self._statements:
+            return None
+        if kind == m.CLOSE:
+            server_name, _ = self._statements.pop(name)
+            server.prepared.pop(server_name, None)
+            return m.message(m.CLOSE, b"S" + m.cstr(server_name))
+        server_name, replay = self._use_statement(name, server)
+        return replay + m.message(m.DESCRIBE, b"S" + m.cstr(server_name))
+
+    def _use_statement(self, name: str, server: ServerConnection) -> tuple[str, bytes]:
+        """The server-side name of a client statement, and the Parse to send first if this
+        server connection does not have it yet."""
+        server_name, parse = self._statements[name]
+        if server_name in server.prepared:
+            server.prepared[server_name] = server.prepared.pop(server_name)  # LRU touch
+        elif server_name not in self._pending_parses:
+            self._parse_queue.append((server_name, True))
+            self._pending_parses.add(server_name)
+            return server_name, parse
+        return server_name, b""
+
+    def _parse_completed(self, server: ServerConnection) -> bool:
+        """A ParseComplete arrived; returns True if it answers a replayed Parse (swallow)."""
+        while self._parse_queue:
+            entry = self._parse_queue.popleft()
+            if entry is None:  # a stray marker: should not happen, keep scanning
+                continue
+            name, replayed = entry
+            if name:
+                self._pending_parses.discard(name)
+                server.prepared[name] = None
+            return replayed
+        return False
+
+    def _error_discards_parses(self) -> None:
+        """After an error the server skips to Sync: queued Parses will get no answer."""
+        while self._parse_queue and self._parse_queue[0] is not None:
+            entry = self._parse_queue.popleft()
+            assert entry is not None
+            self._pending_parses.discard(entry[0])
+
+    def _end_request_tracking(self) -> None:
+        while self._parse_queue:
+            entry = self._parse_queue.popleft()
+            if entry is None:
+                return
+            self._pending_parses.discard(entry[0])
+
+    def _note_statement_reset(self, view: memoryview) -> None:
+        """DISCARD ALL / DEALLOCATE drop server-side statements behind our back."""
+        text = bytes(view[5:40]).lower()
+        if (b"discard" in text or b"deallocate" in text) and self.server is not None:
+            self.server.prepared.clear()
+
+    # --- ending ----------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _close_transport(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def fatal(self, sqlstate: str, message: str, detail: str | None = None) -> None:
+        """Send a FATAL error and close the client connection."""
+        self._write(m.error_response(sqlstate, message, severity="FATAL", detail=detail))
+        self._close_transport()
+
+    def _finish(self) -> None:
+        """The client is gone: return or close the server connection, forget the session."""
+        metrics.CLIENT_CONNECTIONS.dec()
+        self.worker.unregister(self)
+        server, self.server = self.server, None
+        if server is None or self.pool is None:
+            return
+        if self._started or self._unsynced or server.closed:
+            # Mid-request: the server is busy with work nobody will read. Do not reuse it.
+            server.unlink()
+            server.abort()
+            return
+        reset = None if self.transaction_pooling else self.pool.db.server_reset_query
+        spawn(self.pool.reset_and_release(server, reset), name="release server")

@@ -1,0 +1,215 @@
+"""Server connections of one configured database, shared by its clients.
+
+Connections are keyed by the startup parameters the client sent (application_name, options,
+...): a connection is only reused by a client that asked for the same ones, because the server
+applied them at startup. ``pool_size`` caps all connections of the database together; when the
+cap is reached, a released connection goes directly to the longest-waiting client (or, when its
+parameters do not match, is closed to make room for that client's own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping
+
+from proxyworker import metrics
+from proxyworker.config.schema import Database, Upstream
+from proxyworker.protocol import messages as m
+from proxyworker.upstream.connection import (
+    ServerConnection,
+    UpstreamError,
+    client_tls_context,
+    connect,
+)
+
+log = logging.getLogger(__name__)
+
+Key = tuple[tuple[str, str], ...]
+
+
+class _Waiter:
+    __slots__ = ("future", "key")
+
+    def __init__(self, key: Key, future: asyncio.Future[ServerConnection | None]) -> None:
+        self.key = key
+        self.future = future
+
+
+class Pool:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.target: Upstream = db.target()
+        self.tls = client_tls_context(self.target)
+        self.idle: dict[Key, list[ServerConnection]] = {}
+        self.size = 0  # open or opening connections
+        self._waiters: deque[_Waiter] = deque()
+        self.dead_statements: set[str] = set()
+        """Transaction mode: server-side statement names whose clients are gone."""
+        self._labels = metrics.pool_labels(db.name)
+
+    # --- acquiring -------------------------------------------------------------------------
+
+    async def acquire(self, params: Mapping[str, str]) -> ServerConnection:
+        key: Key = tuple(sorted(params.items()))
+        started = time.perf_counter()
+        try:
+            while True:
+                conn = self._pop_idle(key)
+                if conn is not None:
+                    return conn
+                if self.size < self.db.pool_size or self._evict_other(key):
+                    return await self._open(params)
+                granted = await self._wait(key)
+                if granted is not None:
+                    return granted
+                if self.size < self.db.pool_size:  # a slot was freed for us
+                    return await self._open(params)
+        finally:
+            self._labels.wait.observe(time.perf_counter() - started)
+
+    def _pop_idle(self, key: Key) -> ServerConnection | None:
+        conns = self.idle.get(key)
+        while conns:
+            conn = conns.pop()
+            if not conn.closed:
+                self._labels.idle.dec()
+                return conn
+            self._labels.idle.dec()
+        return None
+
+    def _evict_other(self, key: Key) -> bool:
+        """Close an idle connection of other parameters so ``key`` can have a slot."""
+        for other, conns in self.idle.items():
+            if other != key and conns:
+                conns.pop(0).close()
+                self._labels.idle.dec()
+                return True
+        return False
+
+    async def _wait(self, key: Key) -> ServerConnection | None:
+        future: asyncio.Future[ServerConnection | None] = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(key, future)
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(self.db.pool_timeout):
+                return await future
+        except BaseException as exc:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            if future.done() and not future.cancelled():
+                # Granted just as we timed out or were cancelled: pass it on, do not leak it.
+                granted = future.result()
+                if granted is not None:
+                    self.release(granted)
+                else:
+                    self._grant_slot()
+            if isinstance(exc, TimeoutError):
+                raise UpstreamError(
+                    "53300",
+                    f"no server connection for database {self.db.name!r} became free within "
+                    f"{self.db.pool_timeout:g}s (pool_size {self.db.pool_size})",
+                ) from None
+            raise
+
+    async def _open(self, params: Mapping[str, str]) -> ServerConnection:
+        self.size += 1
+        self._labels.size.set(self.size)
+        try:
+            conn = await connect(self.target, params, self.db.connect_timeout, self.tls)
+        except BaseException:
+            self.size -= 1
+            self._labels.size.set(self.size)
+            self._labels.errors.inc()
+            self._grant_slot()
+            raise
+        conn.on_close = self._closed
+        return conn
+
+    def _closed(self, conn: ServerConnection) -> None:
+        self.size -= 1
+        self._labels.size.set(self.size)
+        self._grant_slot()
+
+    def _grant_slot(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.future.done():
+                waiter.future.set_result(None)
+                return
+
+    # --- releasing -------------------------------------------------------------------------
+
+    def release(self, conn: ServerConnection) -> None:
+        """Take back a connection that is idle (ReadyForQuery 'I', nothing in flight)."""
+        conn.unlink()
+        if conn.closed:
+            return
+        while self._waiters:
+            waiter = self._waiters[0]
+            if waiter.future.done():
+                self._waiters.popleft()
+                continue
+            if waiter.key == conn.key:
+                self._waiters.popleft()
+                waiter.future.set_result(conn)
+                return
+            # Parameters differ: closing makes room; _closed() then grants the slot.
+            conn.close()
+            return
+        self.idle.setdefault(conn.key, []).append(conn)
+        self._labels.idle.inc()
+
+    async def reset_and_release(self, conn: ServerConnection, reset_query: str | None) -> None:
+        """Roll back what the client left open, run the reset query, and pool the connection;
+        close it instead if it is mid-request or the reset fails."""
+        conn.unlink()
+        if conn.closed:
+            return
+        payload = b""
+        count = 0
+        if conn.status != b"I":
+            payload += m.query("ROLLBACK")
+            count += 1
+        if reset_query:
+            payload += m.query(reset_query)
+            count += 1
+        dead = [name for name in conn.prepared if name in self.dead_statements]
+        overflow = len(conn.prepared) - len(dead) - self.db.max_prepared_statements
+        if overflow > 0:
+            dead += [n for n in conn.prepared if n not in self.dead_statements][:overflow]
+        if dead:
+            for name in dead:
+                payload += m.message(m.CLOSE, b"S" + m.cstr(name))
+                conn.prepared.pop(name, None)
+            payload += m.message(m.SYNC)
+            count += 1
+        if payload:
+            try:
+                async with asyncio.timeout(self.db.connect_timeout):
+                    errors = await conn.run_until_ready(payload, count)
+            except (TimeoutError, UpstreamError):
+                errors = ["reset timed out or the connection was lost"]
+            if errors or conn.status != b"I":
+                log.warning("closing server connection after failed reset: %s", errors)
+                conn.close()
+                return
+        self.release(conn)
+
+    # --- housekeeping ----------------------------------------------------------------------
+
+    def close_idle(self, older_than: float | None = None) -> None:
+        now = time.monotonic()
+        for conns in self.idle.values():
+            for conn in list(conns):
+                if older_than is None or now - conn.last_used > older_than:
+                    conns.remove(conn)
+                    self._labels.idle.dec()
+                    conn.close()
+
+    async def check(self) -> None:
+        """Readiness: can a fresh connection be made? Raises UpstreamError if not."""
+        conn = await connect(self.target, {}, self.db.connect_timeout, self.tls)
+        conn.close()

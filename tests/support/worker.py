@@ -1,0 +1,122 @@
+"""Real worker processes for integration tests: write a TOML, start
+``python -m proxyworker``, wait for its port, stop it, show its log on failure."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass, field
+
+from tests.support.net import free_port, wait_for_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+APP_USER = "app"
+APP_PASSWORD = "app-secret"
+
+
+@dataclass
+class WorkerProcess:
+    config_path: str
+    port: int
+    admin_port: int
+    workers: int = 1
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: str = ""
+    extra_args: list[str] = field(default_factory=list)
+
+    def start(self) -> WorkerProcess:
+        self.log_path = self.config_path + ".log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        cmd = [sys.executable, "-m", "proxyworker", "--config", self.config_path]
+        if self.workers > 1:
+            cmd += ["--workers", str(self.workers)]
+        self.proc = subprocess.Popen(
+            cmd + self.extra_args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": ROOT},
+        )  # fmt: skip
+        try:
+            wait_for_port(self.port)
+            if self.admin_port > 0:
+                wait_for_port(self.admin_port)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"worker did not start:\n{self.log()}") from None
+        return self
+
+    def dsn(
+        self, db: str = "app", user: str = APP_USER, password: str = APP_PASSWORD, **kw: str
+    ) -> str:
+        extra = " ".join(f"{k}={v}" for k, v in kw.items())
+        return (
+            f"host=127.0.0.1 port={self.port} dbname={db} user={user} password={password} "
+            f"sslmode=disable {extra}"
+        ).strip()
+
+    def http(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.admin_port}{path}", timeout=10
+            ) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 20) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+
+
+def write_config(text: str) -> str:
+    fd, path = tempfile.mkstemp(prefix="sqlproxy-", suffix=".toml")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return path
+
+
+def worker_config(databases: str, *, port: int, admin_port: int, extra: str = "") -> str:
+    return f"""
+[listen]
+host = "127.0.0.1"
+port = {port}
+{extra}
+
+[admin]
+port = {admin_port}
+
+[logging]
+format = "json"
+level = "info"
+
+[[users]]
+name = "{APP_USER}"
+password = "{APP_PASSWORD}"
+
+{databases}
+"""
+
+
+def launch(
+    databases: str, *, extra: str = "", workers: int = 1, admin: bool = True
+) -> WorkerProcess:
+    port, admin_port = free_port(), (free_port() if admin else -1)
+    path = write_config(worker_config(databases, port=port, admin_port=admin_port, extra=extra))
+    return WorkerProcess(path, port, admin_port, workers).start()
