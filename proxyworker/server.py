@@ -114,14 +114,16 @@ class Worker:
         )
 
     async def _pass_cancel(self, owner: int, pid: int, secret: int) -> None:
-        try:
-            _, writer = await asyncio.open_unix_connection(cancel_socket_name(self.port, owner))
-        except OSError as exc:
-            log.warning("cannot pass cancel to worker %d: %s", owner, exc)
-            return
-        writer.write(m.cancel_request(pid, secret))
-        await writer.drain()
-        writer.close()
+        # uvloop cannot name abstract socket paths itself, so sockets are made by hand.
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, cancel_socket_name(self.port, owner))
+                await loop.sock_sendall(sock, m.cancel_request(pid, secret))
+            except OSError as exc:
+                log.warning("cannot pass cancel to worker %d: %s", owner, exc)
+                return
         metrics.CANCELS.labels("passed").inc()
 
     async def _peer_cancel(
@@ -152,11 +154,11 @@ class Worker:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._servers.append(server)
         if self.workers > 1:
-            self._servers.append(
-                await asyncio.start_unix_server(
-                    self._peer_cancel, path=cancel_socket_name(self.port, self.index)
-                )
-            )
+            peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            peer.bind(cancel_socket_name(self.port, self.index))
+            peer.listen(64)
+            peer.setblocking(False)
+            self._servers.append(await asyncio.start_unix_server(self._peer_cancel, sock=peer))
         spawn(self._housekeeping(), name="pool housekeeping")
         log.info("listening", extra={"host": listen.host, "port": self.port, "worker": self.index})
 
