@@ -58,7 +58,8 @@ def test_it_copies_with_psql(
 @pytest.fixture(scope="module")
 def pgbench_tables(worker: WorkerProcess) -> None:
     init = subprocess.run(
-        ["pgbench", "-i", "-q", "-s", "1", "-h", "127.0.0.1", "-p", str(worker.port), "-U", APP_USER, "app"],
+        ["pgbench", "-i", "-q", "-s", "1",
+         "-h", "127.0.0.1", "-p", str(worker.port), "-U", APP_USER, "app"],
         capture_output=True, text=True, timeout=120, env=client_env(),
     )  # fmt: skip
     assert init.returncode == 0, init.stderr

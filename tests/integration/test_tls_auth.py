@@ -71,7 +71,7 @@ def test_it_refuses_a_client_that_does_not_trust_its_certificate(
     other = make_certificates().write(str(tmp_path))
     # Same CA name, other key: OpenSSL reports a signature failure rather than an unknown CA.
     with pytest.raises(
-        psycopg.OperationalError, match="certificate verify failed|signature failure"
+        psycopg.OperationalError, match=r"certificate verify failed|signature failure"
     ):
         connect_tls(proc, {"ca": other["ca"]}, "trust")
 
@@ -130,10 +130,8 @@ def test_it_passes_on_an_upstream_login_failure(
     proc, paths = tls_worker
     with pytest.raises(psycopg.OperationalError) as info:
         connect_tls(proc, paths, "bad_password")
-    assert (
-        'sqlproxy: database "bad_password": password authentication failed for user "sqlproxy_scram"'
-        in str(info.value)
-    )
+    expected = 'password authentication failed for user "sqlproxy_scram"'
+    assert f'sqlproxy: database "bad_password": {expected}' in str(info.value)
 
 
 def test_it_authenticates_clients_against_a_stored_verifier(
