@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --workers needs a fixed listen.port", file=sys.stderr)
         return 2
     logs.setup(config.logging.level, config.logging.format)
+    _raise_file_limit()
     import uvloop
 
     if args.workers > 1 and args.worker_index is None:
@@ -59,6 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     index = args.worker_index or 0
     uvloop.run(_serve(args.config, config, index, args.workers, args.worker_index is None))
     return 0
+
+
+def _raise_file_limit() -> None:
+    """Each client needs two descriptors (its own and a server's): use all the OS allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
 
 
 async def _serve(path: str, config: WorkerConfig, index: int, workers: int, admin_on: bool) -> None:

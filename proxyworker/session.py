@@ -368,7 +368,8 @@ class ClientSession(asyncio.Protocol):
         rewrite = self.transaction_pooling
         for i, (kind, view) in enumerate(msgs):
             replacement: bytes | memoryview | None = None
-            if kind == m.QUERY or kind == m.SYNC:
+            if kind == m.QUERY or kind == m.SYNC or kind == m.FUNCTION_CALL:
+                # Each of these is answered with exactly one ReadyForQuery.
                 self._started.append(time.perf_counter())
                 self._labels.queries.inc()
                 self._unsynced = False
@@ -376,6 +377,8 @@ class ClientSession(asyncio.Protocol):
                     self._parse_queue.append(None)
                     if kind == m.QUERY:
                         self._note_statement_reset(view)
+                if kind == m.FUNCTION_CALL and not self.worker.config.listen.allow_function_call:
+                    replacement = self._deny_function_call()
             elif kind in (m.PARSE, m.BIND, m.DESCRIBE, m.EXECUTE, m.CLOSE, m.FLUSH):
                 self._unsynced = True
                 if rewrite and kind != m.EXECUTE and kind != m.FLUSH:
@@ -384,8 +387,6 @@ class ClientSession(asyncio.Protocol):
                 self._flush_out(server, msgs[:i], out, None)
                 self._close_transport()
                 return
-            elif kind == m.FUNCTION_CALL and not self.worker.config.listen.allow_function_call:
-                replacement = self._deny_function_call()
             if replacement is not None:
                 if out is None:
                     out = [v for _, v in msgs[:i]]

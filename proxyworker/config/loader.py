@@ -27,6 +27,7 @@ _TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
 _MSGSPEC_PATH = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
 _PATH_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_FIELD_ERROR = re.compile(r"^`(\w+)`: (.*)$", re.S)
 _KEY = re.compile(r"""^\s*("(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_\-.]+)\s*=""")
 
 
@@ -49,6 +50,10 @@ def loads(text: str, path: str = "<config>") -> WorkerConfig:
         unknown = re.search(r"unknown field `([^`]+)`", message)
         if unknown:  # point at the stray key itself
             tokens.append(unknown.group(1))
+        field = _FIELD_ERROR.match(message)
+        if field:  # a check in the schema's __post_init__ names its key
+            tokens.append(field.group(1))
+            message = field.group(2)
         missing = re.search(r"missing required field `([^`]+)`", message)
         key_tokens = [*tokens, missing.group(1)] if missing else tokens
         raise ConfigError(path, _locate(text, tokens), _dotted(key_tokens), message) from None

@@ -36,11 +36,11 @@ class Listen(_Section):
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
-            raise ValueError("port must be between 0 and 65535")
+            raise ValueError("`port`: must be between 0 and 65535")
         if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("tls_cert and tls_key must be given together")
+            raise ValueError("`tls_key`: tls_cert and tls_key must be given together")
         if self.max_message_size < 1024:
-            raise ValueError("max_message_size must be at least 1024")
+            raise ValueError("`max_message_size`: must be at least 1024")
 
 
 class Admin(_Section):
@@ -64,7 +64,10 @@ class User(_Section):
         if (self.password is None) == (self.scram_verifier is None):
             raise ValueError("give exactly one of password or scram_verifier")
         if self.scram_verifier is not None:
-            parse_verifier(self.scram_verifier)
+            try:
+                parse_verifier(self.scram_verifier)
+            except ValueError as exc:
+                raise ValueError(f"`scram_verifier`: {exc}") from None
 
     def verifier(self) -> ScramVerifier:
         if self.scram_verifier is not None:
@@ -89,7 +92,7 @@ class Upstream(msgspec.Struct, frozen=True, kw_only=True):
 def parse_upstream(url: str) -> Upstream:
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
-        raise ValueError("upstream must be a postgresql://user:password@host:port/dbname URL")
+        raise ValueError("must be a postgresql://user:password@host:port/dbname URL")
     if not parts.username:
         raise ValueError("upstream URL has no user name")
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -132,11 +135,15 @@ class Database(_Section):
     """Per server connection in transaction mode; the least recently used are closed."""
 
     def __post_init__(self) -> None:
-        parse_upstream(self.upstream)
+        try:
+            parse_upstream(self.upstream)
+        except ValueError as exc:
+            raise ValueError(f"`upstream`: {exc}") from None
         if self.pool_size < 1:
-            raise ValueError("pool_size must be at least 1")
-        if self.connect_timeout <= 0 or self.pool_timeout <= 0:
-            raise ValueError("timeouts must be positive")
+            raise ValueError("`pool_size`: must be at least 1")
+        for key in ("connect_timeout", "pool_timeout", "server_idle_timeout"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"`{key}`: must be positive")
 
     def target(self) -> Upstream:
         return parse_upstream(self.upstream)

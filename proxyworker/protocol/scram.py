@@ -188,10 +188,11 @@ class ScramServer:
 class ScramClient:
     """The worker's side when it authenticates to an upstream server."""
 
-    def __init__(self, password: str) -> None:
+    def __init__(self, password: str, user: str = "", nonce: str | None = None) -> None:
+        # PostgreSQL takes the user from the startup packet and ignores the SCRAM one.
         self._password = password
-        self._nonce = base64.b64encode(secrets.token_bytes(18)).decode()
-        self._client_first_bare = f"n=,r={self._nonce}"
+        self._nonce = nonce or base64.b64encode(secrets.token_bytes(18)).decode()
+        self._client_first_bare = f"n={user},r={self._nonce}"
         self._server_signature = b""
 
     def first(self) -> bytes:

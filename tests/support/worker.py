@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from dataclasses import dataclass, field
 
@@ -43,6 +44,12 @@ class WorkerProcess:
             wait_for_port(self.port)
             if self.admin_port > 0:
                 wait_for_port(self.admin_port)
+            # The port answers as soon as one process listens; wait for all of them.
+            deadline = time.monotonic() + 15
+            while self.log().count('"message": "listening"') < self.workers:
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                time.sleep(0.05)
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"worker did not start:\n{self.log()}") from None

@@ -1,0 +1,152 @@
+"""Operating a worker: SIGHUP reload without dropping connections, SIGTERM drain, metrics and
+health endpoints, JSON logs, a client that stops reading, and --workers N."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests.conftest import databases_toml
+from tests.support.pgcluster import PgCluster, wait_until
+from tests.support.rawpg import RawConnection
+from tests.support.worker import APP_PASSWORD, APP_USER, WorkerProcess, launch
+
+
+@pytest.fixture
+def own_worker(upstream: PgCluster) -> Iterator[WorkerProcess]:
+    proc = launch(databases_toml(upstream))
+    yield proc
+    proc.stop()
+
+
+def test_it_reloads_on_sighup_without_dropping_connections(own_worker: WorkerProcess) -> None:
+    with psycopg.connect(own_worker.dsn("app"), autocommit=True) as kept:
+        kept.execute("SELECT 1")
+        with open(own_worker.config_path, "a") as fh:
+            fh.write('\n[[users]]\nname = "late"\npassword = "late-pw"\n')
+        own_worker.signal(signal.SIGHUP)
+
+        def late_user_works() -> bool:
+            try:
+                with psycopg.connect(own_worker.dsn("app", user="late", password="late-pw")):
+                    return True
+            except psycopg.OperationalError:
+                return False
+
+        wait_until(late_user_works, timeout=10)
+        assert kept.execute("SELECT 'kept'").fetchone() == ("kept",)
+
+
+def test_it_keeps_the_running_config_when_a_reload_is_invalid(own_worker: WorkerProcess) -> None:
+    with open(own_worker.config_path, "a") as fh:
+        fh.write("\n[listen]\nport = 'not a number'\n")
+    own_worker.signal(signal.SIGHUP)
+    wait_until(lambda: "reload failed" in own_worker.log(), timeout=10)
+    line = next(json.loads(x) for x in own_worker.log().splitlines() if "reload failed" in x)
+    assert own_worker.config_path in line["message"]
+    assert own_worker.proc is not None and own_worker.proc.poll() is None
+    with psycopg.connect(own_worker.dsn("app")) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_it_drains_on_sigterm(own_worker: WorkerProcess, upstream: PgCluster, db: str) -> None:
+    table = f"drain_{db}"
+    with upstream.connect() as direct:
+        direct.execute(f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (x int)")
+    idle = psycopg.connect(own_worker.dsn(db), autocommit=True)
+    busy = psycopg.connect(own_worker.dsn(db))
+    busy.execute(f"INSERT INTO {table} VALUES (1)")  # a transaction is open
+    own_worker.signal(signal.SIGTERM)
+    wait_until(lambda: "draining" in own_worker.log(), timeout=10)
+    # The idle client is told to go; the one mid-transaction may still commit.
+    with pytest.raises(psycopg.OperationalError, match="the worker is stopping"):
+        idle.execute("SELECT 1")
+    busy.commit()
+    assert own_worker.proc is not None
+    assert own_worker.proc.wait(15) == 0
+    busy.close()
+    idle.close()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", own_worker.port), timeout=2)
+    with upstream.connect() as direct:
+        assert direct.execute(f"SELECT x FROM {table}").fetchall() == [(1,)]
+
+
+def test_it_exports_metrics_and_health(worker: WorkerProcess, db: str) -> None:
+    with psycopg.connect(worker.dsn(db), autocommit=True) as conn:
+        for _ in range(3):
+            conn.execute("SELECT 1")
+    status, text = worker.http("/metrics")
+    assert status == 200
+    queries = [
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith(f'sqlproxy_queries_total{{database="{db}"}}')
+    ]
+    assert queries and queries[0] >= 3
+    for name in (
+        "sqlproxy_client_connections",
+        "sqlproxy_query_duration_seconds_bucket",
+        "sqlproxy_pool_wait_seconds_bucket",
+        "sqlproxy_client_bytes_received_total",
+        "sqlproxy_server_connections",
+    ):
+        assert name in text
+    assert worker.http("/healthz") == (200, "ok\n")
+    status, body = worker.http("/readyz")
+    assert (status, json.loads(body)["ready"]) == (200, True)
+    assert worker.http("/nope")[0] == 404
+
+
+def test_it_writes_json_logs(worker: WorkerProcess) -> None:
+    first = json.loads(worker.log().splitlines()[0])
+    assert first["message"] == "listening" and first["port"] == worker.port
+    assert {"time", "level", "logger"} <= set(first)
+
+
+def test_a_client_that_stops_reading_blocks_nobody_else(worker: WorkerProcess, db: str) -> None:
+    stuck = RawConnection(worker.port)
+    stuck.login(APP_USER, APP_PASSWORD, db)
+    stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    # About 200 MB of results that the client will never read.
+    stuck.send_message(b"Q", b"SELECT repeat('x', 1000) FROM generate_series(1, 200000)\0")
+    try:
+        with psycopg.connect(worker.dsn(db), autocommit=True) as other:
+            for i in range(50):
+                assert other.execute("SELECT %s::int", (i,)).fetchone() == (i,)
+    finally:
+        stuck.close()
+
+
+def test_it_refuses_clients_over_max_client_conn(upstream: PgCluster) -> None:
+    proc = launch(databases_toml(upstream), extra="max_client_conn = 2")
+    try:
+        first = psycopg.connect(proc.dsn("app"))
+        second = psycopg.connect(proc.dsn("app"))
+        with pytest.raises(psycopg.OperationalError, match="too many clients"):
+            psycopg.connect(proc.dsn("app"))
+        first.close()
+        second.close()
+    finally:
+        proc.stop()
+
+
+def test_it_serves_with_several_processes(upstream: PgCluster) -> None:
+    proc = launch(databases_toml(upstream), workers=2)
+    try:
+        conns = [psycopg.connect(proc.dsn("app"), autocommit=True) for _ in range(8)]
+        assert {c.info.backend_pid >> 24 for c in conns} == {0, 1}
+        for c in conns:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+        status, text = proc.http("/metrics")
+        assert status == 200
+        assert "sqlproxy_client_connections 8.0" in text  # merged across processes
+        for c in conns:
+            c.close()
+    finally:
+        assert proc.stop() == 0
