@@ -61,6 +61,8 @@ class ServerConnection(asyncio.Protocol):
         self.last_used = self.created
         # Transaction pooling: server-side statement names this backend has prepared (LRU order).
         self.prepared: dict[str, None] = {}
+        self.pooled = False
+        """Idle in a pool: anything the server sends now is read by the connection itself."""
         self._inbox: list[bytes] = []
         self._raw = b""
         self._wakeup: asyncio.Future[None] | None = None
@@ -77,7 +79,26 @@ class ServerConnection(asyncio.Protocol):
             self.linked.server_data(self, data)
             return
         self._raw += data
+        if self.pooled:
+            self._read_while_pooled()
         self._wake()
+
+    def _read_while_pooled(self) -> None:
+        """An idle server may report a changed setting, or say it is going away (FATAL
+        before closing, e.g. pg_terminate_backend): never hand that to the next client."""
+        try:
+            msgs = self.framer.feed(self._raw)
+        except m.MalformedMessage:
+            self.abort()
+            return
+        self._raw = b""
+        for kind, view in msgs:
+            if kind == m.PARAMETER_STATUS:
+                name, value = m.parse_parameter_status(view[5:])
+                self.params[name] = value
+            elif kind == m.ERROR_RESPONSE:
+                self.abort()
+                return
 
     def eof_received(self) -> bool | None:
         return False

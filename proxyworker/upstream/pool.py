@@ -74,17 +74,19 @@ class Pool:
         conns = self.idle.get(key)
         while conns:
             conn = conns.pop()
-            if not conn.closed:
-                self._labels.idle.dec()
-                return conn
+            conn.pooled = False
             self._labels.idle.dec()
+            if not conn.closed:
+                return conn
         return None
 
     def _evict_other(self, key: Key) -> bool:
         """Close an idle connection of other parameters so ``key`` can have a slot."""
         for other, conns in self.idle.items():
             if other != key and conns:
-                conns.pop(0).close()
+                evicted = conns.pop(0)
+                evicted.pooled = False
+                evicted.close()
                 self._labels.idle.dec()
                 return True
         return False
@@ -159,6 +161,7 @@ class Pool:
             # Parameters differ: closing makes room; _closed() then grants the slot.
             conn.close()
             return
+        conn.pooled = True
         self.idle.setdefault(conn.key, []).append(conn)
         self._labels.idle.inc()
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import databases_toml
 from tests.support.certs import Certificates
-from tests.support.pgcluster import PgCluster, create_cluster
+from tests.support.pgcluster import PgCluster, create_cluster, wait_until
 from tests.support.worker import WorkerProcess, launch
 
 
@@ -79,11 +79,21 @@ def test_it_drops_pooled_connections_the_server_closed(
 ) -> None:
     with psycopg.connect(proxy.dsn(db), autocommit=True) as conn:
         conn.execute("SELECT 1")
-    # Kill every backend while its connection idles in the worker's pool.
+    # Kill every backend while its connection idles in the worker's pool, and wait until
+    # they are gone (pg_terminate_backend only sends the signal).
     with cluster.connect() as admin:
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+        wait_until(
+            lambda: (
+                admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                ).fetchone()
+                == (0,)
+            )
         )
     with psycopg.connect(proxy.dsn(db), autocommit=True) as conn:
         assert conn.execute("SELECT 'fresh'").fetchone() == ("fresh",)
