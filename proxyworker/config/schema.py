@@ -13,6 +13,15 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
+from proxyworker.config.policy import (
+    Audit,
+    Guard,
+    Honeytokens,
+    IpRule,
+    RateLimits,
+    Signatures,
+    check_table_pattern,
+)
 from proxyworker.protocol.scram import ScramVerifier, make_verifier, parse_verifier
 
 
@@ -155,8 +164,24 @@ class WorkerConfig(_Section):
     logging: Logging = msgspec.field(default_factory=Logging)
     users: list[User] = msgspec.field(default_factory=list)
     databases: list[Database] = msgspec.field(default_factory=list)
+    # Policy (docs/policy.md)
+    table_limits: dict[str, int] = msgspec.field(default_factory=dict)
+    """Max rows changed (updated + deleted) per table per transaction, by table pattern."""
+    honeytokens: Honeytokens = msgspec.field(default_factory=Honeytokens)
+    signatures: Signatures = msgspec.field(default_factory=Signatures)
+    ip_rules: list[IpRule] = msgspec.field(default_factory=list)
+    rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
+    audit: Audit = msgspec.field(default_factory=Audit)
+    guard: Guard = msgspec.field(default_factory=Guard)
 
     def __post_init__(self) -> None:
+        for pattern, limit in self.table_limits.items():
+            try:
+                check_table_pattern(pattern)
+            except ValueError as exc:
+                raise ValueError(f"`table_limits`: {exc}") from None
+            if limit < 0:
+                raise ValueError(f"`table_limits`: limit for {pattern!r} must be 0 or more")
         for kind, names in (
             ("user", [u.name for u in self.users]),
             ("database", [d.name for d in self.databases]),
