@@ -28,8 +28,9 @@ from collections import deque
 from typing import TYPE_CHECKING, cast
 
 from proxyworker import metrics
+from proxyworker.prepared import PreparedStatements, Renamed
 from proxyworker.protocol import messages as m
-from proxyworker.protocol.framing import Framer
+from proxyworker.protocol.framing import CONTINUATION, Framer
 from proxyworker.protocol.scram import MECHANISM, ScramError, ScramServer, make_verifier
 from proxyworker.protocol.startup import (
     CancelRequest,
@@ -38,6 +39,13 @@ from proxyworker.protocol.startup import (
     StartupMessage,
     packet_length,
     parse_startup,
+)
+from proxyworker.protocol.tracker import (
+    Action,
+    Expectation,
+    ProtocolDesync,
+    Request,
+    ResponseTracker,
 )
 from proxyworker.tasks import spawn
 from proxyworker.upstream.connection import ServerConnection, UpstreamError
@@ -52,6 +60,14 @@ log = logging.getLogger(__name__)
 _NOT_FORWARDED = frozenset({"user", "database", "replication"})
 _AUTH_MAX_MESSAGE = 16384
 _STATUS_IDLE = b"I"
+# Extended-protocol messages that are answered, and the request each one is.
+_EXTENDED = {
+    m.PARSE: Request.PARSE,
+    m.BIND: Request.BIND,
+    m.DESCRIBE: Request.DESCRIBE_STATEMENT,  # or DESCRIBE_PORTAL, by its first byte
+    m.EXECUTE: Request.EXECUTE,
+    m.CLOSE: Request.CLOSE,
+}
 
 
 class Phase(enum.Enum):
@@ -95,11 +111,8 @@ class ClientSession(asyncio.Protocol):
         self._acquiring = False
         self._client_paused = False
         self._server_paused = False
-        # transaction-mode prepared statements
-        self._statements: dict[str, tuple[str, bytes]] = {}  # client name -> (server name, Parse)
-        self._parse_queue: deque[tuple[str, bool] | None] = deque()  # None marks a Sync/Query
-        self._pending_parses: set[str] = set()
-        self._statement_seq = 0
+        self.tracker = ResponseTracker()
+        self._statements: PreparedStatements | None = None  # transaction mode only
 
     # --- asyncio.Protocol: client side -----------------------------------------------------
 
@@ -173,23 +186,30 @@ class ClientSession(asyncio.Protocol):
             conn.abort()
             self.fatal("08P01", f"sqlproxy: server sent a malformed message: {exc}")
             return
-        track = self.transaction_pooling
+        route = self.tracker.route
         dropped: list[int] | None = None
         for i, (kind, view) in enumerate(msgs):
-            if kind == m.READY_FOR_QUERY:
-                conn.status = bytes(view[5:6])
-                if self._started:
+            if kind == CONTINUATION:
+                continue
+            try:
+                expectation, ends = route(kind)
+            except ProtocolDesync as exc:
+                conn.abort()
+                self.fatal("08P01", f"sqlproxy: {exc}")
+                return
+            if expectation is None:
+                continue
+            if ends:
+                if kind == m.READY_FOR_QUERY:
+                    conn.status = bytes(view[5:6])
                     assert self._labels is not None
                     self._labels.latency.observe(time.perf_counter() - self._started.popleft())
-                if track:
-                    self._end_request_tracking()
-            elif not track:
-                continue
-            elif kind == m.PARSE_COMPLETE:
-                if self._parse_completed(conn):
-                    dropped = [*(dropped or []), i]
-            elif kind == m.ERROR_RESPONSE:
-                self._error_discards_parses()
+                elif kind == m.ERROR_RESPONSE:
+                    self._skipped(self.tracker.skip_unit())
+                if expectation.request is Request.PARSE and expectation.tag is not None:
+                    self._parsed(conn, expectation.tag, kind == m.PARSE_COMPLETE)
+            if expectation.action is Action.SWALLOW:
+                dropped = [*(dropped or []), i]
         transport = self.transport
         assert transport is not None
         if dropped is None and conn.framer.aligned:
@@ -200,6 +220,19 @@ class ClientSession(asyncio.Protocol):
         metrics.BYTES_TO_CLIENTS.inc(len(data))
         if not self._started:
             self._request_cycle_done(conn)
+
+    def _parsed(self, conn: ServerConnection, server_name: object, ok: bool) -> None:
+        """Transaction mode: the answer to a renamed Parse arrived."""
+        assert isinstance(server_name, str) and self._statements is not None
+        self._statements.pending.discard(server_name)
+        if ok:
+            conn.prepared[server_name] = None
+
+    def _skipped(self, skipped: list[Expectation]) -> None:
+        for expectation in skipped:
+            if expectation.request is Request.PARSE and expectation.tag is not None:
+                assert self._statements is not None
+                self._statements.pending.discard(str(expectation.tag))
 
     # --- handshake -------------------------------------------------------------------------
 
@@ -303,6 +336,8 @@ class ClientSession(asyncio.Protocol):
         out = [m.auth_ok()]
         out += [m.parameter_status(k, v) for k, v in server.params.items()]
         self.key = self.worker.register(self)
+        if self.transaction_pooling:
+            self._statements = PreparedStatements(self.key[0])
         out.append(m.backend_key_data(*self.key))
         out.append(m.ready_for_query(server.status))
         if self.transaction_pooling:
@@ -364,8 +399,9 @@ class ClientSession(asyncio.Protocol):
         when it was made of exactly these messages and can be written as is."""
         server = self.server
         assert server is not None and self._labels is not None
+        expect = self.tracker.expect
+        statements = self._statements
         out: list[bytes | memoryview] | None = None
-        rewrite = self.transaction_pooling
         for i, (kind, view) in enumerate(msgs):
             replacement: bytes | memoryview | None = None
             if kind == m.QUERY or kind == m.SYNC or kind == m.FUNCTION_CALL:
@@ -373,16 +409,25 @@ class ClientSession(asyncio.Protocol):
                 self._started.append(time.perf_counter())
                 self._labels.queries.inc()
                 self._unsynced = False
-                if rewrite:
-                    self._parse_queue.append(None)
-                    if kind == m.QUERY:
-                        self._note_statement_reset(view)
-                if kind == m.FUNCTION_CALL and not self.worker.config.listen.allow_function_call:
+                expect(Request.SYNC if kind == m.SYNC else Request.QUERY)
+                if kind == m.QUERY and statements is not None:
+                    self._note_statement_reset(view, server)
+                elif kind == m.FUNCTION_CALL and not self.worker.config.listen.allow_function_call:
                     replacement = self._deny_function_call()
-            elif kind in (m.PARSE, m.BIND, m.DESCRIBE, m.EXECUTE, m.CLOSE, m.FLUSH):
+            elif kind in _EXTENDED:
                 self._unsynced = True
-                if rewrite and kind != m.EXECUTE and kind != m.FLUSH:
-                    replacement = self._rename(kind, view, server)
+                renamed = None
+                if statements is not None:
+                    renamed = self._rename(kind, view, server, statements)
+                    if renamed.message is not None:
+                        replacement = renamed.replay + renamed.message
+                request = _EXTENDED[kind]
+                if request is Request.DESCRIBE_STATEMENT and view[5] == ord("P"):
+                    request = Request.DESCRIBE_PORTAL
+                tag = renamed.server_name if renamed is not None and kind == m.PARSE else None
+                expect(request, Action.FORWARD, tag or None)
+            elif kind == m.FLUSH:
+                self._unsynced = True
             elif kind == m.TERMINATE:
                 self._flush_out(server, msgs[:i], out, None)
                 self._close_transport()
@@ -395,6 +440,23 @@ class ClientSession(asyncio.Protocol):
             elif out is not None:
                 out.append(view)
         self._flush_out(server, msgs, out, whole)
+
+    def _rename(
+        self, kind: int, view: memoryview, server: ServerConnection, statements: PreparedStatements
+    ) -> Renamed:
+        body = view[5:]
+        if kind == m.PARSE:
+            return statements.parse(body)
+        if kind == m.BIND:
+            renamed = statements.bind(body, server.prepared)
+        elif kind == m.DESCRIBE or kind == m.CLOSE:
+            renamed = statements.describe_or_close(kind, body, server.prepared)
+        else:
+            return Renamed(None)
+        if renamed.replay:
+            # Answered before the message itself: swallowed, the client never sent it.
+            self.tracker.expect(Request.PARSE, Action.SWALLOW, renamed.server_name)
+        return renamed
 
     def _flush_out(
         self,
@@ -480,82 +542,11 @@ class ClientSession(asyncio.Protocol):
         else:
             self.pool.release(server)
 
-    def _rename(self, kind: int, view: memoryview, server: ServerConnection) -> bytes | None:
-        """Transaction mode: give a named statement its server-side name (see module doc)."""
-        body = view[5:]
-        if kind == m.PARSE:
-            parsed = m.parse_parse(body)
-            if not parsed.name:
-                self._parse_queue.append(("", False))
-                return None
-            self._statement_seq += 1
-            server_name = f"_sqlp{self.key[0]}_{self._statement_seq}"
-            parse = m.parse(server_name, parsed.sql, parsed.param_types)
-            self._statements[parsed.name] = (server_name, parse)
-            self._parse_queue.append((server_name, False))
-            self._pending_parses.add(server_name)
-            return parse
-        if kind == m.BIND:
-            portal, name, rest = m.split_bind(body)
-            if not name or name not in self._statements:
-                return None
-            server_name, replay = self._use_statement(name, server)
-            bind = m.cstr(portal) + m.cstr(server_name) + bytes(body[rest:])
-            return replay + m.message(m.BIND, bind)
-        target, name = m.parse_target(body)
-        if target != ord("S") or not name or name not in self._statements:
-            return None
-        if kind == m.CLOSE:
-            server_name, _ = self._statements.pop(name)
-            server.prepared.pop(server_name, None)
-            return m.message(m.CLOSE, b"S" + m.cstr(server_name))
-        server_name, replay = self._use_statement(name, server)
-        return replay + m.message(m.DESCRIBE, b"S" + m.cstr(server_name))
-
-    def _use_statement(self, name: str, server: ServerConnection) -> tuple[str, bytes]:
-        """The server-side name of a client statement, and the Parse to send first if this
-        server connection does not have it yet."""
-        server_name, parse = self._statements[name]
-        if server_name in server.prepared:
-            server.prepared[server_name] = server.prepared.pop(server_name)  # LRU touch
-        elif server_name not in self._pending_parses:
-            self._parse_queue.append((server_name, True))
-            self._pending_parses.add(server_name)
-            return server_name, parse
-        return server_name, b""
-
-    def _parse_completed(self, server: ServerConnection) -> bool:
-        """A ParseComplete arrived; returns True if it answers a replayed Parse (swallow)."""
-        while self._parse_queue:
-            entry = self._parse_queue.popleft()
-            if entry is None:  # a stray marker: should not happen, keep scanning
-                continue
-            name, replayed = entry
-            if name:
-                self._pending_parses.discard(name)
-                server.prepared[name] = None
-            return replayed
-        return False
-
-    def _error_discards_parses(self) -> None:
-        """After an error the server skips to Sync: queued Parses will get no answer."""
-        while self._parse_queue and self._parse_queue[0] is not None:
-            entry = self._parse_queue.popleft()
-            assert entry is not None
-            self._pending_parses.discard(entry[0])
-
-    def _end_request_tracking(self) -> None:
-        while self._parse_queue:
-            entry = self._parse_queue.popleft()
-            if entry is None:
-                return
-            self._pending_parses.discard(entry[0])
-
-    def _note_statement_reset(self, view: memoryview) -> None:
+    def _note_statement_reset(self, view: memoryview, server: ServerConnection) -> None:
         """DISCARD ALL / DEALLOCATE drop server-side statements behind our back."""
         text = bytes(view[5:40]).lower()
-        if (b"discard" in text or b"deallocate" in text) and self.server is not None:
-            self.server.prepared.clear()
+        if b"discard" in text or b"deallocate" in text:
+            server.prepared.clear()
 
     # --- ending ----------------------------------------------------------------------------
 

@@ -1,0 +1,110 @@
+"""Which server response answers which request, sans-io.
+
+Every message forwarded to a server that gets an answer is recorded as an *expectation*, in
+order. Server messages are matched against the head expectation as they arrive: the terminal
+message of each kind of request pops it (ParseComplete for Parse, CommandComplete /
+EmptyQueryResponse / PortalSuspended for Execute, ReadyForQuery for Sync and Query, ...). An
+ErrorResponse in the extended protocol ends the current request and every one after it up to
+the Sync, which the server skips. Asynchronous messages (NoticeResponse, NotificationResponse,
+ParameterStatus) belong to no request.
+
+Each expectation carries what to do with its answer: FORWARD it to the client, SWALLOW it
+(requests the worker injected itself), or treat it as the CHECK that decides whether the
+withheld answers of earlier requests are released. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+
+from proxyworker.protocol import messages as m
+
+
+class Request(enum.IntEnum):
+    PARSE = 1
+    BIND = 2
+    DESCRIBE_STATEMENT = 3
+    DESCRIBE_PORTAL = 4
+    EXECUTE = 5
+    CLOSE = 6
+    SYNC = 7
+    QUERY = 8  # simple Query and FunctionCall: everything up to ReadyForQuery
+
+
+class Action(enum.IntEnum):
+    FORWARD = 0
+    SWALLOW = 1
+    CHECK = 2  # the worker's own verification: decides what happens to withheld answers
+
+
+# Terminal message kinds per request; ReadyForQuery ends SYNC and QUERY.
+_TERMINAL: dict[Request, frozenset[int]] = {
+    Request.PARSE: frozenset({m.PARSE_COMPLETE}),
+    Request.BIND: frozenset({m.BIND_COMPLETE}),
+    Request.DESCRIBE_STATEMENT: frozenset({m.ROW_DESCRIPTION, m.NO_DATA}),
+    Request.DESCRIBE_PORTAL: frozenset({m.ROW_DESCRIPTION, m.NO_DATA}),
+    Request.EXECUTE: frozenset({m.COMMAND_COMPLETE, m.EMPTY_QUERY, m.PORTAL_SUSPENDED}),
+    Request.CLOSE: frozenset({m.CLOSE_COMPLETE}),
+    Request.SYNC: frozenset({m.READY_FOR_QUERY}),
+    Request.QUERY: frozenset({m.READY_FOR_QUERY}),
+}
+_ASYNC = frozenset({m.NOTICE_RESPONSE, m.NOTIFICATION_RESPONSE, m.PARAMETER_STATUS})
+_UNIT_END = (Request.SYNC, Request.QUERY)
+
+
+class ProtocolDesync(Exception):
+    """The server answered something no request asked for."""
+
+
+@dataclass(slots=True)
+class Expectation:
+    request: Request
+    action: Action = Action.FORWARD
+    tag: object = None
+    """Caller's data, e.g. the server-side name a Parse creates."""
+
+
+class ResponseTracker:
+    __slots__ = ("_queue",)
+
+    def __init__(self) -> None:
+        self._queue: deque[Expectation] = deque()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def expect(self, request: Request, action: Action = Action.FORWARD, tag: object = None) -> None:
+        self._queue.append(Expectation(request, action, tag))
+
+    def units_in_flight(self) -> int:
+        """Requests ending with ReadyForQuery that have not been answered yet."""
+        return sum(1 for e in self._queue if e.request in _UNIT_END)
+
+    def route(self, kind: int) -> tuple[Expectation | None, bool]:
+        """The request a server message answers (None: asynchronous) and whether the message
+        ends that answer. After an extended-protocol error, ``skip_unit`` must be called."""
+        if kind in _ASYNC:
+            return None, False
+        queue = self._queue
+        if not queue:
+            raise ProtocolDesync(f"server sent {chr(kind)!r} with no request outstanding")
+        head = queue[0]
+        if kind in _TERMINAL[head.request] or (
+            kind == m.ERROR_RESPONSE and head.request not in _UNIT_END
+        ):
+            queue.popleft()
+            return head, True
+        return head, False
+
+    def skip_unit(self) -> list[Expectation]:
+        """After an ErrorResponse the server skips to the Sync: drop what it will not answer."""
+        queue = self._queue
+        skipped = []
+        while queue and queue[0].request not in _UNIT_END:
+            skipped.append(queue.popleft())
+        return skipped
+
+    def clear(self) -> None:
+        self._queue.clear()

@@ -1,0 +1,105 @@
+"""ResponseTracker playbooks: which server message answers which request."""
+
+from __future__ import annotations
+
+from proxyworker.protocol import messages as m
+from proxyworker.protocol.tracker import (
+    Action,
+    ProtocolDesync,
+    Request,
+    ResponseTracker,
+)
+
+
+def routes(tracker: ResponseTracker, kinds: str) -> list[tuple[str | None, bool]]:
+    out = []
+    for k in kinds:
+        expectation, ends = tracker.route(ord(k))
+        out.append((expectation.request.name if expectation else None, ends))
+        if (
+            ends
+            and k == "E"
+            and expectation
+            and expectation.request not in (Request.SYNC, Request.QUERY)
+        ):
+            tracker.skip_unit()
+    return out
+
+
+def test_it_matches_an_extended_batch() -> None:
+    t = ResponseTracker()
+    for r in (Request.PARSE, Request.BIND, Request.DESCRIBE_PORTAL, Request.EXECUTE, Request.SYNC):
+        t.expect(r)
+    assert routes(t, "12TDDCZ") == [
+        ("PARSE", True),
+        ("BIND", True),
+        ("DESCRIBE_PORTAL", True),
+        ("EXECUTE", False),
+        ("EXECUTE", False),
+        ("EXECUTE", True),
+        ("SYNC", True),
+    ]
+    assert len(t) == 0
+
+
+def test_describe_statement_ends_at_its_row_description() -> None:
+    t = ResponseTracker()
+    t.expect(Request.DESCRIBE_STATEMENT)
+    t.expect(Request.SYNC)
+    assert routes(t, "tnZ") == [
+        ("DESCRIBE_STATEMENT", False),
+        ("DESCRIBE_STATEMENT", True),
+        ("SYNC", True),
+    ]
+
+
+def test_an_error_skips_to_the_sync() -> None:
+    t = ResponseTracker()
+    for r in (
+        Request.PARSE,
+        Request.BIND,
+        Request.EXECUTE,
+        Request.CLOSE,
+        Request.SYNC,
+        Request.QUERY,
+    ):
+        t.expect(r)
+    t.route(m.PARSE_COMPLETE)
+    expectation, ends = t.route(m.ERROR_RESPONSE)
+    assert expectation is not None and expectation.request is Request.BIND and ends
+    assert [e.request for e in t.skip_unit()] == [Request.EXECUTE, Request.CLOSE]
+    assert routes(t, "Z") == [("SYNC", True)]
+    # In a simple Query an error does not end the request; ReadyForQuery does.
+    assert routes(t, "TDEZ") == [("QUERY", False)] * 3 + [("QUERY", True)]
+
+
+def test_asynchronous_messages_belong_to_no_request() -> None:
+    t = ResponseTracker()
+    t.expect(Request.QUERY)
+    assert routes(t, "NSACZ") == [
+        (None, False),
+        (None, False),
+        (None, False),
+        ("QUERY", False),
+        ("QUERY", True),
+    ]
+
+
+def test_it_keeps_each_requests_action_and_tag() -> None:
+    t = ResponseTracker()
+    t.expect(Request.PARSE, Action.SWALLOW, "_sqlp1_1")
+    t.expect(Request.BIND)
+    first, _ = t.route(m.PARSE_COMPLETE)
+    assert first is not None and (first.action, first.tag) == (Action.SWALLOW, "_sqlp1_1")
+    second, _ = t.route(m.BIND_COMPLETE)
+    assert second is not None and second.action is Action.FORWARD
+
+
+def test_it_refuses_an_answer_nobody_asked_for() -> None:
+    t = ResponseTracker()
+    try:
+        t.route(m.COMMAND_COMPLETE)
+    except ProtocolDesync as exc:
+        assert "no request outstanding" in str(exc)
+    else:
+        raise AssertionError("expected ProtocolDesync")
