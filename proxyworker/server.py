@@ -17,6 +17,7 @@ import ssl
 
 from proxyworker import metrics
 from proxyworker.config.schema import WorkerConfig
+from proxyworker.policy.engine import Policy
 from proxyworker.protocol import messages as m
 from proxyworker.protocol.scram import ScramVerifier
 from proxyworker.protocol.startup import parse_startup
@@ -68,12 +69,15 @@ class Worker:
         users = {u.name: u.verifier() for u in config.users}
         old = self.pools
         pools: dict[str, Pool] = {}
+        refresh = config.guard.catalog_refresh
         for db in config.databases:
             previous = old.get(db.name)
-            pools[db.name] = previous if previous is not None and previous.db == db else Pool(db)
+            reuse = previous is not None and previous.db == db
+            pools[db.name] = previous if reuse and previous is not None else Pool(db, refresh)
         for name, pool in old.items():
             if pools.get(name) is not pool:
                 pool.close_idle()
+        self.policy = Policy.compile(config)
         self.config, self.tls, self.users, self.pools = config, tls, users, pools
 
     # --- sessions and cancel keys ----------------------------------------------------------

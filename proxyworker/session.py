@@ -28,6 +28,10 @@ from collections import deque
 from typing import TYPE_CHECKING, cast
 
 from proxyworker import metrics
+from proxyworker.analysis import StatementKind
+from proxyworker.guard.checks import GUARD_SQLSTATE
+from proxyworker.guard.gate import NONSTANDARD_STRINGS, Gate, Verdict, deny_statement
+from proxyworker.policy.decision import DENIED, Deny
 from proxyworker.prepared import PreparedStatements, Renamed
 from proxyworker.protocol import messages as m
 from proxyworker.protocol.framing import CONTINUATION, Framer
@@ -68,6 +72,70 @@ _EXTENDED = {
     m.EXECUTE: Request.EXECUTE,
     m.CLOSE: Request.CLOSE,
 }
+
+
+_INJECTED = m.cstr("_sqlproxy")
+_INJECTED_TAIL = (
+    m.message(m.BIND, _INJECTED + _INJECTED + b"\x00\x00\x00\x00\x00\x00")
+    + m.message(m.CLOSE, b"S" + _INJECTED)
+    + m.message(m.EXECUTE, _INJECTED + b"\x00\x00\x00\x00")
+    + m.message(m.CLOSE, b"P" + _INJECTED)
+)
+
+
+def _injection(sql: str) -> bytes:
+    """Parse, Bind, Close statement, Execute, Close portal — all under the worker's name."""
+    return m.parse("_sqlproxy", sql) + _INJECTED_TAIL
+
+
+def _client_error(view: memoryview) -> tuple[memoryview, bool]:
+    """An ErrorResponse as the client should see it: the guard's private SQLSTATE becomes
+    42501 and the PL/pgSQL context of the guard's own DO block is dropped."""
+    if bytes(view).find(b"C" + GUARD_SQLSTATE.encode()) < 0:
+        return view, False
+    fields = m.parse_fields(view[5:])
+    if fields.get("C") != GUARD_SQLSTATE:
+        return view, False
+    severity = fields.get("S", "ERROR")
+    rebuilt = m.error_response(
+        DENIED, fields.get("M", ""), severity=severity, detail=fields.get("D"), hint=fields.get("H")
+    )
+    return memoryview(rebuilt), True
+
+
+def _resolve_checked_query(held: list[memoryview], prefix: int) -> list[memoryview]:
+    """A simple Query run as baseline; client text; check — up to its ReadyForQuery.
+
+    A refusal by the check: only its error goes out. Otherwise the two CommandCompletes of
+    the guard's DO blocks are dropped (the check's only when it ran: not after an error of
+    the client's own), and error positions are moved back by the prefix.
+    """
+    for view in held:
+        if view[0] == m.ERROR_RESPONSE and _is_denial(view):
+            return [view]
+    failed = any(view[0] == m.ERROR_RESPONSE for view in held)
+    completes = [i for i, view in enumerate(held) if view[0] == m.COMMAND_COMPLETE]
+    drop = set(completes[:1] if failed else completes[:1] + completes[-1:])
+    return [
+        _shift_position(view, prefix) if view[0] == m.ERROR_RESPONSE else view
+        for i, view in enumerate(held)
+        if i not in drop
+    ]
+
+
+def _shift_position(view: memoryview, prefix: int) -> memoryview:
+    fields = m.parse_fields(view[5:])
+    position = fields.get("P")
+    if position is None or not position.isdigit():
+        return view
+    fields["P"] = str(max(1, int(position) - prefix))
+    body = b"".join(k.encode() + m.cstr(v) for k, v in fields.items()) + b"\x00"
+    return memoryview(m.message(m.ERROR_RESPONSE, body))
+
+
+def _is_denial(view: memoryview) -> bool:
+    fields = m.parse_fields(view[5:])
+    return fields.get("C") == DENIED and fields.get("M", "").startswith("sqlproxy: ")
 
 
 class Phase(enum.Enum):
@@ -112,6 +180,12 @@ class ClientSession(asyncio.Protocol):
         self._client_paused = False
         self._server_paused = False
         self.tracker = ResponseTracker()
+        self.gate: Gate | None = None
+        self._held: list[memoryview] | None = None  # answers withheld until a check decides
+        self._held_bytes = 0
+        self._checked_statements: set[str] = set()  # extended: statements needing the check
+        self._check_pending = False
+        self._query_prefix: deque[int] = deque()  # per checked Query: characters prepended
         self._statements: PreparedStatements | None = None  # transaction mode only
 
     # --- asyncio.Protocol: client side -----------------------------------------------------
@@ -187,9 +261,13 @@ class ClientSession(asyncio.Protocol):
             self.fatal("08P01", f"sqlproxy: server sent a malformed message: {exc}")
             return
         route = self.tracker.route
-        dropped: list[int] | None = None
-        for i, (kind, view) in enumerate(msgs):
+        out: list[bytes | memoryview] = []
+        changed = not conn.framer.aligned
+        dest: list[bytes | memoryview] | None = out  # where a CONTINUATION piece goes
+        for kind, view in msgs:
             if kind == CONTINUATION:
+                if dest is not None:
+                    dest.append(view)
                 continue
             try:
                 expectation, ends = route(kind)
@@ -197,29 +275,77 @@ class ClientSession(asyncio.Protocol):
                 conn.abort()
                 self.fatal("08P01", f"sqlproxy: {exc}")
                 return
-            if expectation is None:
-                continue
-            if ends:
+            if kind == m.ERROR_RESPONSE:
+                view, guard_error = _client_error(view)
+                changed = changed or guard_error
+            action = Action.FORWARD if expectation is None else expectation.action
+            if expectation is not None and ends:
                 if kind == m.READY_FOR_QUERY:
                     conn.status = bytes(view[5:6])
                     assert self._labels is not None
                     self._labels.latency.observe(time.perf_counter() - self._started.popleft())
-                elif kind == m.ERROR_RESPONSE:
+                elif kind == m.ERROR_RESPONSE and expectation.request is not Request.QUERY:
                     self._skipped(self.tracker.skip_unit())
                 if expectation.request is Request.PARSE and expectation.tag is not None:
                     self._parsed(conn, expectation.tag, kind == m.PARSE_COMPLETE)
-            if expectation.action is Action.SWALLOW:
-                dropped = [*(dropped or []), i]
+            if action is Action.FORWARD and self._held is None:
+                dest = out
+                out.append(view)
+                continue
+            changed = True
+            dest = self._withhold(action, kind, view, ends, out)
+            if self._held_bytes > self.worker.config.guard.max_held_bytes:
+                conn.abort()
+                self.fatal("54000", "sqlproxy: result too large to withhold until verified")
+                return
         transport = self.transport
         assert transport is not None
-        if dropped is None and conn.framer.aligned:
+        if not changed:
             transport.write(data)
-        else:
-            skip = set(dropped or ())
-            transport.writelines([v for i, (_, v) in enumerate(msgs) if i not in skip])
+        elif out:
+            transport.writelines(out)
         metrics.BYTES_TO_CLIENTS.inc(len(data))
         if not self._started:
             self._request_cycle_done(conn)
+
+    def _withhold(
+        self, action: Action, kind: int, view: memoryview, ends: bool, out: list[bytes | memoryview]
+    ) -> list[bytes | memoryview] | None:
+        """Route one answer that is not simply forwarded; returns where its continuation goes."""
+        if action is Action.SWALLOW:
+            return None
+        held = self._held
+        if action is Action.CHECK:
+            # The extended-protocol check: success releases what was held, failure drops it.
+            if kind == m.ERROR_RESPONSE:
+                out.append(view)
+            elif held is not None:
+                out.extend(held)
+            if ends:
+                self._held, self._held_bytes = None, 0
+            return None
+        if action is Action.CHECK_QUERY and kind == m.READY_FOR_QUERY:
+            assert held is not None
+            out.extend(_resolve_checked_query(held, self._query_prefix.popleft()))
+            out.append(view)
+            self._held, self._held_bytes = None, 0
+            return out
+        if held is None:
+            held = self._held = []
+        if action is Action.HOLD and kind == m.ERROR_RESPONSE and ends:
+            # The client's own statement failed: the check will not run; release everything.
+            out.extend(held)
+            out.append(view)
+            self._held, self._held_bytes = None, 0
+            return out
+        if action is Action.FORWARD and kind == m.READY_FOR_QUERY:
+            out.extend(held)
+            out.append(view)
+            self._held, self._held_bytes = None, 0
+            return out
+        held.append(view)
+        self._held_bytes += len(view)
+        return held  # type: ignore[return-value]
 
     def _parsed(self, conn: ServerConnection, server_name: object, ok: bool) -> None:
         """Transaction mode: the answer to a renamed Parse arrived."""
@@ -323,6 +449,12 @@ class ClientSession(asyncio.Protocol):
             raise ClientError("3D000", f'sqlproxy: database "{self.database}" does not exist')
         self.pool = pool
         self.transaction_pooling = pool.db.pool_mode == "transaction"
+        policy = self.worker.policy
+        gate = Gate(policy, self.user, self.database, sticky=pool.limited)
+        if gate.active:
+            self.gate = gate
+            if policy.limits:
+                gate.catalog = await pool.catalog.get()
         self._labels = metrics.database_labels(self.database)
         try:
             server = await pool.acquire(self.params)
@@ -409,13 +541,33 @@ class ClientSession(asyncio.Protocol):
                 self._started.append(time.perf_counter())
                 self._labels.queries.inc()
                 self._unsynced = False
-                expect(Request.SYNC if kind == m.SYNC else Request.QUERY)
-                if kind == m.QUERY and statements is not None:
-                    self._note_statement_reset(view, server)
-                elif kind == m.FUNCTION_CALL and not self.worker.config.listen.allow_function_call:
-                    replacement = self._deny_function_call()
+                if kind == m.QUERY:
+                    action = Action.FORWARD
+                    if self.gate is not None:
+                        replacement, action = self._gate_query(self.gate, server, view)
+                    expect(Request.QUERY, action)
+                    if statements is not None:
+                        self._note_statement_reset(view, server)
+                elif kind == m.SYNC:
+                    check = self._pending_check(server)
+                    if check is not None:
+                        replacement = check + bytes(view)
+                    expect(Request.SYNC)
+                else:
+                    expect(Request.QUERY)
+                    if not self.worker.config.listen.allow_function_call:
+                        replacement = self._deny_function_call()
             elif kind in _EXTENDED:
                 self._unsynced = True
+                prefix = b""
+                if self.gate is not None and kind in (m.PARSE, m.BIND):
+                    prefix, denied = self._gate_extended(self.gate, server, kind, view)
+                    if denied:
+                        if out is None:
+                            out = [v for _, v in msgs[:i]]
+                        out.append(prefix)
+                        whole = None
+                        continue
                 renamed = None
                 if statements is not None:
                     renamed = self._rename(kind, view, server, statements)
@@ -425,9 +577,15 @@ class ClientSession(asyncio.Protocol):
                 if request is Request.DESCRIBE_STATEMENT and view[5] == ord("P"):
                     request = Request.DESCRIBE_PORTAL
                 tag = renamed.server_name if renamed is not None and kind == m.PARSE else None
-                expect(request, Action.FORWARD, tag or None)
+                hold = self._check_pending and kind != m.PARSE
+                expect(request, Action.HOLD if hold else Action.FORWARD, tag or None)
+                if prefix:
+                    replacement = prefix + bytes(replacement if replacement is not None else view)
             elif kind == m.FLUSH:
                 self._unsynced = True
+                check = self._pending_check(server)
+                if check is not None:
+                    replacement = check + bytes(view)
             elif kind == m.TERMINATE:
                 self._flush_out(server, msgs[:i], out, None)
                 self._close_transport()
@@ -440,6 +598,106 @@ class ClientSession(asyncio.Protocol):
             elif out is not None:
                 out.append(view)
         self._flush_out(server, msgs, out, whole)
+
+    # --- the guard ------------------------------------------------------------------------
+
+    def _sql_of(self, server: ServerConnection, raw: bytes | memoryview) -> str | Deny:
+        if server.params.get("standard_conforming_strings", "on") != "on":
+            return NONSTANDARD_STRINGS
+        encoding = server.params.get("client_encoding", "UTF8").upper()
+        if encoding not in ("UTF8", "UTF-8", "SQL_ASCII"):
+            return Deny(
+                "encoding",
+                f"sqlproxy: statement refused: client_encoding {encoding} is not supported",
+                hint="Connect with client_encoding UTF8.",
+            )
+        try:
+            return bytes(raw).decode()
+        except UnicodeDecodeError:
+            return Deny("encoding", "sqlproxy: statement refused: text is not valid UTF-8")
+
+    def _verdict(self, gate: Gate, server: ServerConnection, raw: bytes | memoryview) -> Verdict:
+        assert self.pool is not None
+        if self.worker.policy.limits:
+            gate.catalog = self.pool.catalog.snapshot()
+        sql = self._sql_of(server, raw)
+        if isinstance(sql, Deny):
+            return Verdict(sql)
+        verdict = gate.decide(sql)
+        if any(info.kind is StatementKind.DDL for info in verdict.statements):
+            self.pool.catalog.invalidate()
+        if isinstance(verdict.decision, Deny):
+            metrics.ERRORS.labels("denied").inc()
+            log.info(
+                "denied",
+                extra={"rule": verdict.decision.rule, "user": self.user, "client": self.peer},
+            )
+        return verdict
+
+    def _gate_query(
+        self, gate: Gate, server: ServerConnection, view: memoryview
+    ) -> tuple[bytes | None, Action]:
+        """A simple Query: allow as is, deny in order, or append the limit check."""
+        verdict = self._verdict(gate, server, view[5:-1])
+        decision = verdict.decision
+        if isinstance(decision, Deny):
+            return m.query(deny_statement(decision)), Action.FORWARD
+        if verdict.check_sql is None:
+            return None, Action.FORWARD
+        sql = bytes(view[5:-1]).decode()
+        prefix = f"{verdict.baseline_sql};"
+        self._query_prefix.append(len(prefix))
+        # A newline ends a trailing -- comment; the text parsed, so nothing else is open.
+        return m.query(f"{prefix}{sql}\n;{verdict.check_sql}"), Action.CHECK_QUERY
+
+    def _gate_extended(
+        self, gate: Gate, server: ServerConnection, kind: int, view: memoryview
+    ) -> tuple[bytes, bool]:
+        """Parse: decide; a denial replaces it by a statement that fails in its place
+        (returned with True). Bind of a statement that needs the check arms it for the next
+        Sync or Flush and gets the baseline sent before it (returned with False)."""
+        body = view[5:]
+        if kind == m.BIND:
+            _, name, _ = m.split_bind(body)
+            if name in self._checked_statements:
+                self._check_pending = True
+                baseline = gate.baseline()
+                if baseline:
+                    return self._inject(baseline, Action.SWALLOW), False
+            return b"", False
+        parsed = m.parse_parse(body)
+        verdict = self._verdict(gate, server, parsed.sql.encode())
+        decision = verdict.decision
+        if isinstance(decision, Deny):
+            self._checked_statements.discard(parsed.name)
+            # Its error answers the client's Parse; the server then skips to the Sync.
+            return self._inject(deny_statement(decision), Action.FORWARD), True
+        if verdict.check_sql is not None:
+            self._checked_statements.add(parsed.name)
+        else:
+            self._checked_statements.discard(parsed.name)
+        return b"", False
+
+    def _pending_check(self, server: ServerConnection) -> bytes | None:
+        """Before a Sync or Flush: the limit check, if a statement needing it ran."""
+        if not self._check_pending or self.gate is None:
+            return None
+        self._check_pending = False
+        check = self.gate.check_sql()
+        if not check:
+            return None
+        return self._inject(check, Action.CHECK)
+
+    def _inject(self, sql: str, action: Action) -> bytes:
+        """Run ``sql`` in the extended protocol under a statement and portal name of the
+        worker's own (the client's unnamed ones stay as they are); only its Execute's answer
+        gets ``action``, the rest is swallowed."""
+        expect = self.tracker.expect
+        for request in (Request.PARSE, Request.BIND, Request.CLOSE):
+            expect(request, Action.SWALLOW)
+        expect(Request.EXECUTE, action)
+        expect(Request.CLOSE, Action.SWALLOW)
+        return _injection(sql)
 
     def _rename(
         self, kind: int, view: memoryview, server: ServerConnection, statements: PreparedStatements

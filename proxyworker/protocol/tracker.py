@@ -35,8 +35,10 @@ class Request(enum.IntEnum):
 
 class Action(enum.IntEnum):
     FORWARD = 0
-    SWALLOW = 1
-    CHECK = 2  # the worker's own verification: decides what happens to withheld answers
+    SWALLOW = 1  # requests the worker injected; the client never sent them
+    HOLD = 2  # withheld until the next CHECK decides
+    CHECK = 3  # the guard's own verification: releases or discards what is withheld
+    CHECK_QUERY = 4  # a simple Query with the guard's check appended: held up to ReadyForQuery
 
 
 # Terminal message kinds per request; ReadyForQuery ends SYNC and QUERY.
@@ -89,6 +91,8 @@ class ResponseTracker:
             return None, False
         queue = self._queue
         if not queue:
+            if kind == m.ERROR_RESPONSE:
+                return None, False  # the server's own FATAL before it closes (shutdown, timeout)
             raise ProtocolDesync(f"server sent {chr(kind)!r} with no request outstanding")
         head = queue[0]
         if kind in _TERMINAL[head.request] or (

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 
 from proxyworker import metrics
 from proxyworker.config.schema import Database, Upstream
+from proxyworker.guard.catalog import CatalogCache
+from proxyworker.guard.checks import LimitedTable
 from proxyworker.protocol import messages as m
 from proxyworker.upstream.connection import (
     ServerConnection,
@@ -39,7 +41,7 @@ class _Waiter:
 
 
 class Pool:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, catalog_refresh: float = 60.0) -> None:
         self.db = db
         self.target: Upstream = db.target()
         self.tls = client_tls_context(self.target)
@@ -49,6 +51,9 @@ class Pool:
         self.dead_statements: set[str] = set()
         """Transaction mode: server-side statement names whose clients are gone."""
         self._labels = metrics.pool_labels(db.name)
+        self.catalog = CatalogCache(self.target, catalog_refresh, db.connect_timeout * 2)
+        self.limited: dict[int, LimitedTable] = {}
+        """Tables once found limited, by OID (renaming does not free them)."""
 
     # --- acquiring -------------------------------------------------------------------------
 

@@ -95,6 +95,11 @@ def test_it_keeps_each_requests_action_and_tag() -> None:
     assert second is not None and second.action is Action.FORWARD
 
 
+def test_an_error_with_nothing_outstanding_is_the_servers_own() -> None:
+    # e.g. FATAL 57P01 on an idle connection before the server closes it
+    assert ResponseTracker().route(m.ERROR_RESPONSE) == (None, False)
+
+
 def test_it_refuses_an_answer_nobody_asked_for() -> None:
     t = ResponseTracker()
     try:

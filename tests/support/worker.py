@@ -99,7 +99,13 @@ def write_config(text: str) -> str:
     return path
 
 
-def worker_config(databases: str, *, port: int, admin_port: int, extra: str = "") -> str:
+NO_POLICY = "[signatures]\nenabled = false\n"
+"""Protocol tests run without the guard (they use pg_sleep, for one)."""
+
+
+def worker_config(
+    databases: str, *, port: int, admin_port: int, extra: str = "", policy: str = NO_POLICY
+) -> str:
     return f"""
 [listen]
 host = "127.0.0.1"
@@ -118,12 +124,21 @@ name = "{APP_USER}"
 password = "{APP_PASSWORD}"
 
 {databases}
+
+{policy}
 """
 
 
 def launch(
-    databases: str, *, extra: str = "", workers: int = 1, admin: bool = True
+    databases: str,
+    *,
+    extra: str = "",
+    workers: int = 1,
+    admin: bool = True,
+    policy: str = NO_POLICY,
 ) -> WorkerProcess:
+    """Start a worker; ``extra`` goes into [listen], ``policy`` is appended at top level."""
     port, admin_port = free_port(), (free_port() if admin else -1)
-    path = write_config(worker_config(databases, port=port, admin_port=admin_port, extra=extra))
+    text = worker_config(databases, port=port, admin_port=admin_port, extra=extra, policy=policy)
+    path = write_config(text)
     return WorkerProcess(path, port, admin_port, workers).start()

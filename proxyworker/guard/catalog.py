@@ -1,0 +1,168 @@
+"""What the guard needs to know about an upstream database, loaded from its own catalog.
+
+- which functions of pg_catalog cannot change data (immutable or stable, minus those that run
+  or read SQL given as text), so a read calling only those needs no verification;
+- every table (with its partitions), so policy table patterns resolve to OIDs the counter
+  check can name.
+
+Loaded with psycopg (catalog queries only), refreshed periodically and after DDL passes
+through. Until it is loaded, statements that would need it are denied (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+
+from proxyworker.config.schema import Upstream
+
+log = logging.getLogger(__name__)
+
+# Built-ins that are stable but read or run SQL named in a string argument.
+_RUNS_TEXT = frozenset(
+    {
+        "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
+        "table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema",
+        "schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema",
+        "database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema",
+        "cursor_to_xml", "cursor_to_xmlschema", "ts_stat", "set_config",
+    }
+)  # fmt: skip
+# Volatile built-ins that still cannot change table rows.
+_HARMLESS_VOLATILE = frozenset(
+    {
+        "random", "random_normal", "setseed", "clock_timestamp", "timeofday",
+        "gen_random_uuid", "txid_current", "pg_current_xact_id", "pg_notify",
+        "pg_advisory_lock", "pg_advisory_xact_lock", "pg_advisory_unlock",
+        "pg_advisory_lock_shared", "pg_advisory_xact_lock_shared", "pg_advisory_unlock_shared",
+        "pg_try_advisory_lock", "pg_try_advisory_xact_lock", "pg_advisory_unlock_all",
+        "pg_backend_pid", "pg_relation_size", "pg_total_relation_size", "pg_table_size",
+        "pg_indexes_size", "pg_database_size", "pg_stat_get_xact_tuples_updated",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    oid: int
+    schema: str
+    name: str
+    kind: str  # pg_class.relkind
+    parent: int | None  # partitioned table this one is a partition of
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    safe_functions: frozenset[str]
+    relations: tuple[Relation, ...]
+    loaded_at: float = field(default_factory=time.monotonic)
+
+    def tables(self) -> list[Relation]:
+        return [r for r in self.relations if r.kind in ("r", "p")]
+
+
+_FUNCTIONS = """
+SELECT DISTINCT p.proname, p.provolatile
+FROM pg_catalog.pg_proc p
+WHERE p.pronamespace = 'pg_catalog'::regnamespace
+"""
+_RELATIONS = """
+SELECT c.oid::int8, n.nspname, c.relname, c.relkind::text, i.inhparent::int8
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_catalog.pg_inherits i ON i.inhrelid = c.oid
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%'
+"""
+
+
+def conninfo(target: Upstream) -> str:
+    params = {
+        "host": target.host,
+        "port": str(target.port),
+        "user": target.user,
+        "dbname": target.dbname,
+        "sslmode": target.sslmode,
+        "application_name": "sqlproxy-catalog",
+    }
+    if target.password is not None:
+        params["password"] = target.password
+    if target.sslrootcert:
+        params["sslrootcert"] = target.sslrootcert
+    return psycopg.conninfo.make_conninfo(**params)
+
+
+async def load(target: Upstream, timeout: float) -> Catalog:
+    async with asyncio.timeout(timeout):
+        conn = await psycopg.AsyncConnection.connect(conninfo(target), autocommit=True)
+        async with conn:
+            functions = await (await conn.execute(_FUNCTIONS)).fetchall()
+            relations = await (await conn.execute(_RELATIONS)).fetchall()
+    safe = {name for name, vol in functions if vol in ("i", "s") and name not in _RUNS_TEXT}
+    safe |= _HARMLESS_VOLATILE
+    return Catalog(
+        safe_functions=frozenset(safe),
+        relations=tuple(
+            Relation(int(o), s, n, k, int(p) if p else None) for o, s, n, k, p in relations
+        ),
+    )
+
+
+class CatalogCache:
+    """One per upstream database; ``get`` never blocks on a refresh once loaded."""
+
+    def __init__(self, target: Upstream, refresh_every: float, timeout: float) -> None:
+        self._target = target
+        self._refresh_every = refresh_every
+        self._timeout = timeout
+        self.current: Catalog | None = None
+        self._loading: asyncio.Task[Catalog] | None = None
+        self.error: str | None = None
+
+    async def get(self) -> Catalog | None:
+        current = self.current
+        if current is not None and time.monotonic() - current.loaded_at < self._refresh_every:
+            return current
+        if current is not None:
+            self._start_refresh()
+            return current
+        self._start_refresh()
+        assert self._loading is not None
+        try:
+            return await asyncio.shield(self._loading)
+        except Exception:
+            return None
+
+    def snapshot(self) -> Catalog | None:
+        """The loaded catalog, without waiting; a stale one starts a background refresh."""
+        current = self.current
+        if current is None or time.monotonic() - current.loaded_at >= self._refresh_every:
+            self._start_refresh()
+        return current
+
+    def invalidate(self) -> None:
+        """DDL passed through: reload before the next decision that needs it."""
+        if self.current is not None:
+            self.current = Catalog(self.current.safe_functions, self.current.relations, 0.0)
+
+    def _start_refresh(self) -> None:
+        if self._loading is not None and not self._loading.done():
+            return
+        from proxyworker.tasks import spawn
+
+        self._loading = spawn(self._load(), name=f"catalog {self._target.dbname}")
+
+    async def _load(self) -> Catalog:
+        try:
+            catalog = await load(self._target, self._timeout)
+        except (OSError, psycopg.Error, TimeoutError) as exc:
+            self.error = str(exc) or type(exc).__name__
+            log.warning("catalog load failed for %s: %s", self._target.dbname, self.error)
+            raise
+        self.current, self.error = catalog, None
+        return catalog

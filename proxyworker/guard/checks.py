@@ -1,0 +1,117 @@
+"""The statements the guard has the server run inside the client's transaction.
+
+A limit check is a DO block placed right after the client's statement (appended to a simple
+Query, injected before the Sync or Flush of an extended batch). It reads the transaction's own
+counters for every limited table and raises when one is over its limit, so the server aborts
+the transaction itself: nothing is committed, whatever route the rows were changed by.
+
+Errors the guard raises carry the private SQLSTATE ``SP401``; the session rewrites them to
+42501 and strips the PL/pgSQL context before the client sees them. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from proxyworker.guard.catalog import Catalog
+from proxyworker.policy.tables import TableLimits
+
+GUARD_SQLSTATE = "SP401"
+
+
+def literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitedTable:
+    name: str  # schema.name, for messages
+    oids: tuple[int, ...]  # the table and its partitions
+    limit: int
+
+
+def limited_tables(
+    catalog: Catalog, limits: TableLimits, sticky: dict[int, LimitedTable]
+) -> list[LimitedTable]:
+    """Resolve policy patterns to tables. A table once limited stays limited under its OID
+    (``sticky``), so renaming it does not take it out of the guard's sight."""
+    children: dict[int, list[int]] = {}
+    for rel in catalog.relations:
+        if rel.parent is not None:
+            children.setdefault(rel.parent, []).append(rel.oid)
+
+    def with_partitions(oid: int) -> tuple[int, ...]:
+        out, todo = [oid], [oid]
+        while todo:
+            for child in children.get(todo.pop(), ()):
+                out.append(child)
+                todo.append(child)
+        return tuple(out)
+
+    for rel in catalog.tables():
+        limit = limits.limit(rel.schema, rel.name, ())
+        if limit is not None:
+            sticky[rel.oid] = LimitedTable(
+                f"{rel.schema}.{rel.name}", with_partitions(rel.oid), limit
+            )
+    return list(sticky.values())
+
+
+def raise_sql(message: str, detail: str | None = None, hint: str | None = None) -> str:
+    """A statement that fails with the guard's error (used to deny in order)."""
+    parts = [f"ERRCODE = {literal(GUARD_SQLSTATE)}", f"MESSAGE = {literal(message)}"]
+    if detail:
+        parts.append(f"DETAIL = {literal(detail)}")
+    if hint:
+        parts.append(f"HINT = {literal(hint)}")
+    return f"DO $sqlproxy$BEGIN RAISE EXCEPTION USING {', '.join(parts)}; END$sqlproxy$"
+
+
+_DETAIL = literal("Table %s: %s rows changed in this transaction; the limit is %s.")
+_HINT = literal("Change fewer rows per transaction, or ask for a higher limit.")
+BASELINE_SETTING = "sqlproxy.baseline"
+"""Transaction-local setting holding the counters as they were when the transaction first
+needed the guard. PostgreSQL's xact counters also include earlier transactions whose
+statistics the backend has not flushed yet, so only the difference is this transaction's."""
+
+
+def _changed(table: LimitedTable) -> str:
+    return " + ".join(
+        f"pg_catalog.pg_stat_get_xact_tuples_updated({oid})"
+        f" + pg_catalog.pg_stat_get_xact_tuples_deleted({oid})"
+        for oid in table.oids
+    )
+
+
+def baseline_sql(tables: Sequence[LimitedTable]) -> str:
+    counters = ", ".join(f"({_changed(t)})" for t in tables)
+    return (
+        "DO $sqlproxy$BEGIN IF COALESCE(pg_catalog.current_setting("
+        f"{literal(BASELINE_SETTING)}, true), '') = '' THEN PERFORM pg_catalog.set_config("
+        f"{literal(BASELINE_SETTING)}, pg_catalog.concat_ws(',', {counters}), true); "
+        "END IF; END$sqlproxy$"
+    )
+
+
+def limit_check_sql(tables: Sequence[LimitedTable]) -> str:
+    lines = [
+        "DO $sqlproxy$DECLARE n bigint; b bigint[] := pg_catalog.string_to_array("
+        f"pg_catalog.current_setting({literal(BASELINE_SETTING)}, true), ',')::bigint[]; BEGIN"
+    ]
+    for i, table in enumerate(tables, start=1):
+        lines.append(
+            f"n := {_changed(table)} - COALESCE(b[{i}], 0); "
+            f"IF n > {table.limit} THEN RAISE EXCEPTION USING "
+            f"ERRCODE = {literal(GUARD_SQLSTATE)}, "
+            f"MESSAGE = {literal('sqlproxy: statement refused by table_limits')}, "
+            f"DETAIL = format({_DETAIL}, {literal(table.name)}, n, {table.limit}), "
+            f"HINT = {_HINT}; "
+            "END IF;"
+        )
+    lines.append("END$sqlproxy$")
+    return "\n".join(lines)
+
+
+def names(tables: Iterable[LimitedTable]) -> list[str]:
+    return [t.name for t in tables]

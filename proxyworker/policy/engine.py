@@ -1,0 +1,131 @@
+"""``evaluate(policy, facts, statements) -> Decision``: the one policy decision, shared by the
+simple and the extended protocol.
+
+Pure: no I/O, no clock, no session state beyond the facts passed in. What it cannot decide
+statically it hands to the guard (``Allow(verify=True)``), and what it cannot decide at all it
+denies (fail closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from proxyworker.analysis import AnalysisError, RelationRef, StatementInfo, StatementKind
+from proxyworker.config.schema import WorkerConfig
+from proxyworker.policy.decision import ALLOW, VERIFY, Allow, Decision, Deny
+from proxyworker.policy.signatures import Signature, active_signatures, matches
+from proxyworker.policy.tables import TableLimits, TableSet
+
+# Statements that cannot change rows or call code: nothing to verify.
+_INERT = frozenset(
+    {StatementKind.TRANSACTION, StatementKind.SET, StatementKind.FETCH, StatementKind.CLOSE}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFacts:
+    user: str
+    database: str
+    search_path: tuple[str, ...] = ("public",)
+    """Schemas an unqualified name may resolve to, as the session last set them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    limits: TableLimits
+    honeytoken_tables: TableSet
+    honeytoken_values: tuple[bytes, ...]
+    honeytoken_alert: bool
+    signatures: tuple[Signature, ...]
+
+    @classmethod
+    def compile(cls, config: WorkerConfig) -> Policy:
+        tokens = config.honeytokens
+        return cls(
+            limits=TableLimits(config.table_limits),
+            honeytoken_tables=TableSet(tokens.tables),
+            honeytoken_values=tuple(v.encode() for v in tokens.values),
+            honeytoken_alert=tokens.action == "alert",
+            signatures=active_signatures(
+                config.signatures.enabled, config.signatures.disable, config.signatures.deny
+            ),
+        )
+
+
+def deny_unparseable(error: AnalysisError) -> Deny:
+    return Deny(
+        "parse_error",
+        "sqlproxy: statement refused: it cannot be analysed",
+        detail=str(error),
+        hint="The proxy denies what it cannot understand. Check the statement's syntax.",
+    )
+
+
+def _touched(info: StatementInfo) -> frozenset[RelationRef]:
+    return info.reads | info.writes | info.ddl_targets
+
+
+def evaluate(
+    policy: Policy,
+    facts: SessionFacts,
+    statements: Sequence[StatementInfo],
+    safe_functions: frozenset[str] | None = None,
+) -> Decision:
+    """``safe_functions``: built-ins the catalog says cannot write (None: unknown)."""
+    alerts: list[str] = []
+    verify = False
+    count_before: list[str] = []
+    path = facts.search_path
+    for info in statements:
+        for signature in policy.signatures:
+            if matches(signature, info):
+                return Deny(
+                    f"signature:{signature.id}",
+                    f"sqlproxy: statement refused by signature {signature.id}",
+                    detail=signature.message or signature.doc,
+                    hint="Ask an administrator if this is needed; the signature can be "
+                    "disabled in [signatures].",
+                )
+        if policy.honeytoken_tables:
+            for ref in _touched(info):
+                if policy.honeytoken_tables.matches(ref.schema, ref.name, path):
+                    if policy.honeytoken_alert:
+                        alerts.append("honeytoken_table")
+                        break
+                    return Deny(
+                        "honeytoken_table",
+                        "sqlproxy: statement refused: it touches a protected table",
+                        detail=f"Relation {ref} is a honeytoken.",
+                        hint="No application should use this table.",
+                    )
+        if policy.limits and info.kind not in _INERT:
+            for ref in info.truncates | info.drops:
+                limit = policy.limits.limit(ref.schema, ref.name, path)
+                if limit is not None:
+                    count_before.append(str(ref))
+            verify = verify or _may_change_rows(info, safe_functions)
+    if not verify and not count_before and not alerts:
+        return ALLOW
+    if not count_before and not alerts:
+        return VERIFY
+    return Allow(verify=True, count_before=tuple(count_before), alerts=tuple(alerts))
+
+
+def _may_change_rows(info: StatementInfo, safe_functions: frozenset[str] | None) -> bool:
+    """Could running this change rows anywhere? Anything but a read of relations calling only
+    built-ins that cannot write could: writes (triggers, rules and foreign keys fan out),
+    functions (which may write), DO, CALL, EXECUTE of a prepared statement, dynamic SQL."""
+    for statement in info.statements():
+        if statement.kind not in _READS or statement.writes or statement.dynamic_sql:
+            return True
+    if not info.functions:
+        return False
+    if safe_functions is None:
+        return True
+    return not all(f.removeprefix("pg_catalog.") in safe_functions for f in info.functions)
+
+
+_READS = frozenset({StatementKind.SELECT, StatementKind.FETCH, StatementKind.CLOSE})
+
+__all__ = ["ALLOW", "Decision", "Deny", "Policy", "SessionFacts", "evaluate"]

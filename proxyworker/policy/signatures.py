@@ -1,0 +1,133 @@
+"""The default signatures: dangerous functions and commands, each with an id and a doc line.
+
+A signature matches on what the analysis layer reports (functions called anywhere in the
+statement, nested bodies included; command tags; settings changed), so spelling, quoting,
+comments and wrapping in DO blocks or function bodies do not hide a call.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from proxyworker.analysis import StatementInfo
+from proxyworker.config.policy import CustomSignature
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    id: str
+    doc: str
+    functions: tuple[str, ...] = ()
+    """Function names (globs) matched on the name without its schema."""
+    commands: tuple[str, ...] = ()
+    settings: tuple[str, ...] = ()
+    """Parameters whose change (SET, set_config) is the danger."""
+    test: Callable[[StatementInfo], bool] | None = None
+    message: str = ""
+
+
+DEFAULT_SIGNATURES: tuple[Signature, ...] = (
+    Signature(
+        "server-file-access",
+        "Reading or listing files on the database server: pg_read_file, pg_read_binary_file, "
+        "pg_ls_dir, pg_stat_file, and COPY to or from a server file.",
+        functions=("pg_read_file", "pg_read_binary_file", "pg_ls_*", "pg_stat_file"),
+        test=lambda info: info.copy_server_file,
+    ),
+    Signature(
+        "program-execution",
+        "Running a shell command on the database server: COPY ... PROGRAM.",
+        test=lambda info: info.copy_program,
+    ),
+    Signature(
+        "large-object-file-io",
+        "Moving server files in and out of large objects: lo_import, lo_export.",
+        functions=("lo_import", "lo_export"),
+    ),
+    Signature(
+        "alter-system",
+        "Changing the server's configuration file: ALTER SYSTEM.",
+        commands=("ALTER SYSTEM",),
+    ),
+    Signature(
+        "replication-role",
+        "SET session_replication_role, which switches off triggers and foreign keys.",
+        settings=("session_replication_role",),
+    ),
+    Signature(
+        "backend-signal",
+        "Cancelling or terminating other sessions: pg_terminate_backend, pg_cancel_backend.",
+        functions=("pg_terminate_backend", "pg_cancel_backend"),
+    ),
+    Signature(
+        "dblink",
+        "Connections to other servers from inside the database: dblink*.",
+        functions=("dblink*",),
+    ),
+    Signature(
+        "sleep",
+        "Holding a backend and its locks on purpose: pg_sleep, pg_sleep_for, pg_sleep_until.",
+        functions=("pg_sleep", "pg_sleep_for", "pg_sleep_until"),
+    ),
+    Signature(
+        "proxy-settings",
+        "Changing the proxy's own transaction settings (sqlproxy.*), or a setting whose "
+        "name is not a constant: the guard's baseline lives there.",
+        test=lambda info: any(
+            (c.name is None and not c.exact) or (c.name or "").startswith("sqlproxy.")
+            for c in info.settings
+        ),
+    ),
+    Signature(
+        "role-switch",
+        "Becoming another role: SET ROLE, SET SESSION AUTHORIZATION, set_config('role').",
+        settings=("role", "session_authorization"),
+    ),
+)
+
+
+def _base(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def matches(signature: Signature, info: StatementInfo) -> bool:
+    if signature.functions and any(
+        fnmatch.fnmatchcase(f if "." in pattern else _base(f), pattern)
+        for f in info.functions
+        for pattern in signature.functions
+    ):
+        return True
+    if signature.commands and any(s.command in signature.commands for s in info.statements()):
+        return True
+    if signature.settings and any(
+        # A name that is not a constant (set_config(var, ...)) could be any of them.
+        (change.name in signature.settings or (change.name is None and not change.exact))
+        and not change.reset
+        for s in info.statements()
+        for change in s.settings
+    ):
+        return True
+    return signature.test is not None and any(signature.test(s) for s in info.statements())
+
+
+def active_signatures(
+    enabled: bool, disabled: Iterable[str], custom: Iterable[CustomSignature]
+) -> tuple[Signature, ...]:
+    off = set(disabled)
+    # The guard's own settings are never up for disabling: its baseline lives there.
+    chosen = [
+        s for s in DEFAULT_SIGNATURES if (enabled and s.id not in off) or s.id == "proxy-settings"
+    ]
+    chosen += [
+        Signature(
+            c.id,
+            c.message or f"custom signature {c.id}",
+            functions=tuple(c.functions),
+            commands=tuple(x.upper() for x in c.commands),
+            message=c.message,
+        )
+        for c in custom
+    ]
+    return tuple(chosen)

@@ -1,0 +1,246 @@
+"""The guard through a real worker: signatures, honeytoken tables, unparseable statements and
+row limits verified by the server's own counters — simple and extended protocol, both pool
+modes. Every refusal leaves the database unchanged and the session usable."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import asyncpg
+import psycopg
+import pytest
+from psycopg import errors
+
+from tests.conftest import databases_toml
+from tests.support.pgcluster import PgCluster
+from tests.support.worker import APP_PASSWORD, APP_USER, WorkerProcess, launch
+
+POLICY = """
+[table_limits]
+guarded_users = 5
+
+[honeytokens]
+tables = ["secret_keys"]
+
+[signatures]
+enabled = true
+"""
+
+SCHEMA = """
+DROP TABLE IF EXISTS guarded_orders, guarded_users, secret_keys CASCADE;
+DROP VIEW IF EXISTS guarded_users_view;
+CREATE TABLE guarded_users (id int PRIMARY KEY, name text);
+INSERT INTO guarded_users SELECT g, 'user ' || g FROM generate_series(1, 50) g;
+CREATE TABLE guarded_orders (id int PRIMARY KEY,
+    user_id int REFERENCES guarded_users ON DELETE CASCADE);
+CREATE TABLE secret_keys (k text);
+INSERT INTO secret_keys VALUES ('do-not-read');
+CREATE VIEW guarded_users_view AS SELECT * FROM guarded_users;
+CREATE OR REPLACE FUNCTION wipe_users() RETURNS void LANGUAGE sql
+    AS 'DELETE FROM guarded_users';
+"""
+
+
+@pytest.fixture(scope="module")
+def guarded(upstream: PgCluster) -> Iterator[WorkerProcess]:
+    with upstream.connect() as conn:
+        conn.execute(SCHEMA)
+    proc = launch(databases_toml(upstream), policy=POLICY)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_rows(upstream: PgCluster) -> None:
+    with upstream.connect() as conn:
+        conn.execute(
+            "TRUNCATE guarded_users CASCADE; "
+            "INSERT INTO guarded_users SELECT g, 'user ' || g FROM generate_series(1, 50) g"
+        )
+
+
+def user_count(upstream: PgCluster) -> int:
+    with upstream.connect() as conn:
+        row = conn.execute("SELECT count(*) FROM guarded_users").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def simple(proc: WorkerProcess, db: str) -> psycopg.Connection:
+    return psycopg.connect(proc.dsn(db), autocommit=True, cursor_factory=psycopg.ClientCursor)
+
+
+def refused(exc: pytest.ExceptionInfo[psycopg.Error], rule: str) -> None:
+    assert exc.value.sqlstate == "42501", exc.value
+    assert exc.value.diag.message_primary is not None
+    assert exc.value.diag.message_primary.startswith("sqlproxy: ")
+    assert rule in exc.value.diag.message_primary
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_it_denies_signatures_and_stays_usable(
+    guarded: WorkerProcess, db: str, protocol: str
+) -> None:
+    conn = (
+        simple(guarded, db)
+        if protocol == "simple"
+        else psycopg.connect(guarded.dsn(db), autocommit=True)
+    )
+    with conn:
+        for sql in (
+            "SELECT pg_read_file('/etc/passwd')",
+            "select PG_CATALOG.\"pg_read_file\"('/etc/hostname')",
+            "SELECT 1; SELECT pg_sleep(0)",
+            "COPY (SELECT 1) TO PROGRAM 'id'",
+            "SET ROLE postgres",
+        ):
+            with pytest.raises(errors.InsufficientPrivilege) as exc:
+                conn.execute(sql)
+            refused(exc, "signature")
+        assert conn.execute("SELECT 'usable'").fetchone() == ("usable",)
+
+
+def test_it_denies_honeytoken_tables_by_any_spelling(guarded: WorkerProcess, db: str) -> None:
+    with simple(guarded, db) as conn:
+        for sql in (
+            "SELECT * FROM secret_keys",
+            'SELECT * FROM "secret_keys"',
+            "SELECT * FROM public.Secret_Keys",
+            "SELECT 1 WHERE EXISTS (SELECT 1 FROM /* x */ secret_keys)",
+            "WITH s AS (SELECT * FROM secret_keys) SELECT count(*) FROM s",
+            "COPY secret_keys TO STDOUT",
+        ):
+            with pytest.raises(errors.InsufficientPrivilege) as exc:
+                conn.execute(sql)
+            refused(exc, "protected table")
+            assert "do-not-read" not in str(exc.value)
+
+
+def test_it_denies_what_it_cannot_parse(guarded: WorkerProcess, db: str) -> None:
+    with simple(guarded, db) as conn:
+        with pytest.raises(errors.InsufficientPrivilege) as exc:
+            conn.execute("SELEC 1")
+        refused(exc, "cannot be analysed")
+        assert exc.value.diag.message_detail is not None
+        assert 'syntax error at or near "SELEC"' in exc.value.diag.message_detail
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM guarded_users",
+        "DELETE FROM guarded_users WHERE id > 10",
+        "UPDATE guarded_users SET name = 'x' WHERE true",
+        "DELETE FROM guarded_users_view",
+        "SELECT wipe_users()",
+        "DO $$BEGIN EXECUTE 'DELETE FROM ' || 'guarded_users'; END$$",
+        "WITH d AS (DELETE FROM guarded_users RETURNING *) SELECT count(*) FROM d",
+        "DELETE FROM guarded_users WHERE id < 3; DELETE FROM guarded_users WHERE id > 40",
+    ],
+)
+def test_it_refuses_changing_more_rows_than_the_limit(
+    guarded: WorkerProcess, upstream: PgCluster, db: str, sql: str
+) -> None:
+    with simple(guarded, db) as conn:
+        with pytest.raises(errors.InsufficientPrivilege) as exc:
+            conn.execute(sql)
+        refused(exc, "table_limits")
+        assert exc.value.diag.message_detail is not None
+        assert "Table public.guarded_users:" in exc.value.diag.message_detail
+        assert "the limit is 5" in exc.value.diag.message_detail
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert user_count(upstream) == 50
+
+
+def test_it_allows_changes_within_the_limit(
+    guarded: WorkerProcess, upstream: PgCluster, db: str
+) -> None:
+    with simple(guarded, db) as conn:
+        cur = conn.execute("DELETE FROM guarded_users WHERE id <= 3 RETURNING id")
+        assert sorted(r[0] for r in cur.fetchall()) == [1, 2, 3]
+        assert cur.statusmessage == "DELETE 3"
+    assert user_count(upstream) == 47
+
+
+def test_it_never_shows_the_returned_rows_of_a_refused_statement(
+    guarded: WorkerProcess, db: str
+) -> None:
+    with simple(guarded, db) as conn:
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM guarded_users RETURNING name").fetchall()
+        assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def test_it_counts_rows_per_transaction(
+    guarded: WorkerProcess, upstream: PgCluster, db: str
+) -> None:
+    with psycopg.connect(guarded.dsn(db), cursor_factory=psycopg.ClientCursor) as conn:
+        conn.execute("DELETE FROM guarded_users WHERE id <= 3")
+        with pytest.raises(errors.InsufficientPrivilege) as exc:
+            conn.execute("DELETE FROM guarded_users WHERE id BETWEEN 10 AND 12")
+        refused(exc, "table_limits")
+        assert "6 rows changed" in (exc.value.diag.message_detail or "")
+        assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        conn.rollback()
+    assert user_count(upstream) == 50
+
+
+def test_it_counts_cascades_into_limited_tables(
+    guarded: WorkerProcess, upstream: PgCluster
+) -> None:
+    with upstream.connect() as direct:
+        direct.execute("CREATE TABLE IF NOT EXISTS parents (id int PRIMARY KEY)")
+        direct.execute("INSERT INTO parents VALUES (1) ON CONFLICT DO NOTHING")
+        direct.execute(
+            "ALTER TABLE guarded_users ADD COLUMN IF NOT EXISTS parent int "
+            "REFERENCES parents ON DELETE CASCADE"
+        )
+        direct.execute("UPDATE guarded_users SET parent = 1")
+    try:
+        with simple(guarded, "app") as conn:
+            with pytest.raises(errors.InsufficientPrivilege) as exc:
+                conn.execute("DELETE FROM parents")  # names no limited table at all
+            refused(exc, "table_limits")
+        assert user_count(upstream) == 50
+    finally:
+        with upstream.connect() as direct:
+            direct.execute("ALTER TABLE guarded_users DROP COLUMN parent; DROP TABLE parents")
+
+
+@pytest.mark.parametrize("limit_hit", [True, False])
+def test_it_verifies_the_extended_protocol(
+    guarded: WorkerProcess, upstream: PgCluster, db: str, limit_hit: bool
+) -> None:
+    last = 40 if limit_hit else 2
+    with psycopg.connect(guarded.dsn(db), autocommit=True) as conn:
+        if limit_hit:
+            with pytest.raises(errors.InsufficientPrivilege) as exc:
+                conn.execute("DELETE FROM guarded_users WHERE id <= %s RETURNING name", (last,))
+            refused(exc, "table_limits")
+        else:
+            cur = conn.execute("DELETE FROM guarded_users WHERE id <= %s RETURNING id", (last,))
+            assert sorted(r[0] for r in cur.fetchall()) == [1, 2]
+        assert conn.execute("SELECT %s::int", (7,)).fetchone() == (7,)
+    assert user_count(upstream) == (50 if limit_hit else 48)
+
+
+def test_it_guards_asyncpg(guarded: WorkerProcess, upstream: PgCluster, db: str) -> None:
+    async def main() -> None:
+        conn = await asyncpg.connect(
+            host="127.0.0.1", port=guarded.port, user=APP_USER, password=APP_PASSWORD,
+            database=db, ssl=False,
+        )  # fmt: skip
+        try:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="table_limits"):
+                await conn.execute("DELETE FROM guarded_users WHERE id > $1", 1)
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="signature"):
+                await conn.fetchval("SELECT pg_read_file($1)", "/etc/passwd")
+            assert (
+                await conn.fetchval("DELETE FROM guarded_users WHERE id = $1 RETURNING id", 9) == 9
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(main())
+    assert user_count(upstream) == 49
