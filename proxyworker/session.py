@@ -64,6 +64,10 @@ log = logging.getLogger(__name__)
 _NOT_FORWARDED = frozenset({"user", "database", "replication"})
 _AUTH_MAX_MESSAGE = 16384
 _STATUS_IDLE = b"I"
+# Messages whose content could carry a honeytoken value to the client.
+_CARRIERS = frozenset(
+    {m.DATA_ROW, m.COPY_DATA, m.NOTICE_RESPONSE, m.ERROR_RESPONSE, m.NOTIFICATION_RESPONSE}
+)
 # Extended-protocol messages that are answered, and the request each one is.
 _EXTENDED = {
     m.PARSE: Request.PARSE,
@@ -186,6 +190,9 @@ class ClientSession(asyncio.Protocol):
         self._checked_statements: set[str] = set()  # extended: statements needing the check
         self._check_pending = False
         self._query_prefix: deque[int] = deque()  # per checked Query: characters prepended
+        self._tokens = worker.policy.honeytoken_values
+        self._carry = False  # the server framer held part of a message after the last chunk
+        self._poisoned = b""  # the refusal to send at ReadyForQuery, once a value was seen
         self._statements: PreparedStatements | None = None  # transaction mode only
 
     # --- asyncio.Protocol: client side -----------------------------------------------------
@@ -263,6 +270,10 @@ class ClientSession(asyncio.Protocol):
         route = self.tracker.route
         out: list[bytes | memoryview] = []
         changed = not conn.framer.aligned
+        tokens = self._tokens
+        # A value can only hide in this chunk, or in a message that began in an earlier one.
+        scan = bool(tokens) and (self._carry or any(t in data for t in tokens))
+        self._carry = conn.framer.pending > 0
         dest: list[bytes | memoryview] | None = out  # where a CONTINUATION piece goes
         for kind, view in msgs:
             if kind == CONTINUATION:
@@ -278,16 +289,20 @@ class ClientSession(asyncio.Protocol):
             if kind == m.ERROR_RESPONSE:
                 view, guard_error = _client_error(view)
                 changed = changed or guard_error
-            action = Action.FORWARD if expectation is None else expectation.action
-            if expectation is not None and ends:
+            if scan and kind in _CARRIERS and any(t in bytes(view) for t in tokens):
+                self._honeytoken_value_seen()
+            if self._poisoned:
+                changed = True
+                dest = None
                 if kind == m.READY_FOR_QUERY:
-                    conn.status = bytes(view[5:6])
-                    assert self._labels is not None
-                    self._labels.latency.observe(time.perf_counter() - self._started.popleft())
-                elif kind == m.ERROR_RESPONSE and expectation.request is not Request.QUERY:
-                    self._skipped(self.tracker.skip_unit())
-                if expectation.request is Request.PARSE and expectation.tag is not None:
-                    self._parsed(conn, expectation.tag, kind == m.PARSE_COMPLETE)
+                    out.append(self._poisoned)
+                    out.append(view)
+                    self._poisoned = b""
+                    self._held, self._held_bytes = None, 0
+                self._note_end(conn, kind, view, expectation, ends)
+                continue
+            action = Action.FORWARD if expectation is None else expectation.action
+            self._note_end(conn, kind, view, expectation, ends)
             if action is Action.FORWARD and self._held is None:
                 dest = out
                 out.append(view)
@@ -307,6 +322,40 @@ class ClientSession(asyncio.Protocol):
         metrics.BYTES_TO_CLIENTS.inc(len(data))
         if not self._started:
             self._request_cycle_done(conn)
+
+    def _note_end(
+        self,
+        conn: ServerConnection,
+        kind: int,
+        view: memoryview,
+        expectation: Expectation | None,
+        ends: bool,
+    ) -> None:
+        """Bookkeeping when a message ends the answer to a request."""
+        if expectation is None or not ends:
+            return
+        if kind == m.READY_FOR_QUERY:
+            conn.status = bytes(view[5:6])
+            assert self._labels is not None
+            self._labels.latency.observe(time.perf_counter() - self._started.popleft())
+        elif kind == m.ERROR_RESPONSE and expectation.request is not Request.QUERY:
+            self._skipped(self.tracker.skip_unit())
+        if expectation.request is Request.PARSE and expectation.tag is not None:
+            self._parsed(conn, expectation.tag, kind == m.PARSE_COMPLETE)
+
+    def _honeytoken_value_seen(self) -> None:
+        """A result carries a honeytoken value: nothing more of this request reaches the
+        client; it gets a refusal in its place (action "block")."""
+        metrics.ERRORS.labels("honeytoken_value").inc()
+        log.warning("honeytoken value in a result", extra={"user": self.user, "client": self.peer})
+        if self.worker.policy.honeytoken_alert:
+            return
+        self._poisoned = m.error_response(
+            DENIED,
+            "sqlproxy: result refused: it carries a honeytoken value",
+            detail="A protected value was about to leave the database.",
+            hint="No application should read this data.",
+        )
 
     def _withhold(
         self, action: Action, kind: int, view: memoryview, ends: bool, out: list[bytes | memoryview]
@@ -772,6 +821,8 @@ class ClientSession(asyncio.Protocol):
 
     def _link(self, server: ServerConnection) -> None:
         self.server = server
+        if self._tokens:
+            server.framer.whole_messages_only()
         server.link(self)
         if self._client_paused and server.transport is not None:
             server.transport.pause_reading()

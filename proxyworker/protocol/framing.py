@@ -41,6 +41,10 @@ class Framer:
         self.aligned = True
         """True when the last ``feed`` returned exactly the chunk, cut at message borders."""
 
+    def whole_messages_only(self) -> None:
+        """Stop passing large messages through in pieces (their content must be inspected)."""
+        self._passthrough = frozenset()
+
     @property
     def pending(self) -> int:
         """Bytes of an incomplete message held back."""

@@ -22,6 +22,7 @@ guarded_users = 5
 
 [honeytokens]
 tables = ["secret_keys"]
+values = ["canary-7f3a9c"]
 
 [signatures]
 enabled = true
@@ -37,6 +38,9 @@ CREATE TABLE guarded_orders (id int PRIMARY KEY,
 CREATE TABLE secret_keys (k text);
 INSERT INTO secret_keys VALUES ('do-not-read');
 CREATE VIEW guarded_users_view AS SELECT * FROM guarded_users;
+DROP TABLE IF EXISTS notes;
+CREATE TABLE notes (id int, body text);
+INSERT INTO notes VALUES (1, 'ordinary'), (2, 'has canary-7f3a9c inside'), (3, 'ordinary too');
 CREATE OR REPLACE FUNCTION wipe_users() RETURNS void LANGUAGE sql
     AS 'DELETE FROM guarded_users';
 """
@@ -244,3 +248,52 @@ def test_it_guards_asyncpg(guarded: WorkerProcess, upstream: PgCluster, db: str)
 
     asyncio.run(main())
     assert user_count(upstream) == 49
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT body FROM notes ORDER BY id",
+        "SELECT 'canary-' || '7f3a9c'",
+        "SELECT upper(body) FROM notes WHERE id = 2",  # case changed: not the value; allowed
+        "SELECT repeat('x', 200000) || 'canary-7f3a9c'",
+        "DO $$BEGIN RAISE NOTICE 'leak: %', (SELECT body FROM notes WHERE id = 2); END$$",
+        "DO $$BEGIN RAISE EXCEPTION 'leak: %', (SELECT body FROM notes WHERE id = 2); END$$",
+    ],
+)
+def test_it_never_lets_a_honeytoken_value_out(guarded: WorkerProcess, db: str, sql: str) -> None:
+    received: list[str] = []
+    with simple(guarded, db) as conn:
+        conn.add_notice_handler(lambda d: received.append(str(d.message_primary)))
+        if "upper(" in sql:
+            assert conn.execute(sql).fetchall() == [("HAS CANARY-7F3A9C INSIDE",)]
+            return
+        with pytest.raises(errors.InsufficientPrivilege) as exc:
+            received += [str(r) for r in conn.execute(sql).fetchall()]
+        refused(exc, "honeytoken value")
+        assert "canary-7f3a9c" not in " ".join(received) + str(exc.value)
+        assert conn.execute("SELECT 'usable'").fetchone() == ("usable",)
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_it_stops_honeytoken_values_in_copy_and_extended_results(
+    guarded: WorkerProcess, db: str, protocol: str
+) -> None:
+    conn = (
+        simple(guarded, db)
+        if protocol == "simple"
+        else psycopg.connect(guarded.dsn(db), autocommit=True)
+    )
+    with conn:
+        with pytest.raises(errors.InsufficientPrivilege) as exc:
+            conn.execute("SELECT id, body FROM notes WHERE id >= %s ORDER BY id", (1,)).fetchall()
+        refused(exc, "honeytoken value")
+        out = b""
+        with (
+            pytest.raises(errors.InsufficientPrivilege),
+            conn.cursor().copy("COPY notes TO STDOUT") as copy,
+        ):
+            for chunk in copy:
+                out += bytes(chunk)
+        assert b"canary" not in out
+        assert conn.execute("SELECT count(*) FROM notes WHERE id <> %s", (2,)).fetchone() == (2,)
