@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import socket
 import ssl
 
 from proxyworker import metrics
+from proxyworker.audit.sink import AuditSink, file_writer
 from proxyworker.config.schema import WorkerConfig
 from proxyworker.policy.engine import Policy
 from proxyworker.protocol import messages as m
@@ -58,6 +60,8 @@ class Worker:
         self._pid_seq = 0
         self._servers: list[asyncio.AbstractServer] = []
         self._all_gone = asyncio.Event()
+        self.id = f"{socket.gethostname()}-{index}"
+        self._event_seq = 0
         self.port = config.listen.port
         self.apply(config)
 
@@ -78,7 +82,14 @@ class Worker:
             if pools.get(name) is not pool:
                 pool.close_idle()
         self.policy = Policy.compile(config)
+        if not hasattr(self, "audit") or config.audit != self.config.audit:
+            path = config.audit.path
+            self.audit = AuditSink(file_writer(path) if path else None, config.audit.queue_size)
         self.config, self.tls, self.users, self.pools = config, tls, users, pools
+
+    def event_id(self) -> str:
+        self._event_seq += 1
+        return f"{self.id}-{os.getpid()}-{self._event_seq}"
 
     # --- sessions and cancel keys ----------------------------------------------------------
 
@@ -189,7 +200,7 @@ class Worker:
             session.fatal("57P01", "sqlproxy: terminating connection: shutdown timeout reached")
         for pool in self.pools.values():
             pool.close_idle()
-        await asyncio.sleep(0)
+        await self.audit.flush()
 
     async def check_ready(self) -> dict[str, str]:
         """Per database: "ok" or why its upstream cannot be reached."""

@@ -22,13 +22,15 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import random
 import secrets
 import time
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 from proxyworker import metrics
 from proxyworker.analysis import StatementKind
+from proxyworker.config.events import AuditEvent
 from proxyworker.guard.checks import GUARD_SQLSTATE
 from proxyworker.guard.gate import NONSTANDARD_STRINGS, Gate, Verdict, deny_statement
 from proxyworker.policy.decision import DENIED, Deny
@@ -191,6 +193,9 @@ class ClientSession(asyncio.Protocol):
         self._check_pending = False
         self._query_prefix: deque[int] = deque()  # per checked Query: characters prepended
         self._tokens = worker.policy.honeytoken_values
+        self._unit_events: list[AuditEvent] = []  # decisions of the request being sent
+        self._audit_pending: deque[tuple[AuditEvent, ...]] = deque()  # per request in flight
+        self._last_tag = b""
         self._carry = False  # the server framer held part of a message after the last chunk
         self._poisoned = b""  # the refusal to send at ReadyForQuery, once a value was seen
         self._statements: PreparedStatements | None = None  # transaction mode only
@@ -289,6 +294,8 @@ class ClientSession(asyncio.Protocol):
             if kind == m.ERROR_RESPONSE:
                 view, guard_error = _client_error(view)
                 changed = changed or guard_error
+            elif kind == m.COMMAND_COMPLETE and self._audit_pending:
+                self._last_tag = bytes(view[5:-1])
             if scan and kind in _CARRIERS and any(t in bytes(view) for t in tokens):
                 self._honeytoken_value_seen()
             if self._poisoned:
@@ -337,7 +344,10 @@ class ClientSession(asyncio.Protocol):
         if kind == m.READY_FOR_QUERY:
             conn.status = bytes(view[5:6])
             assert self._labels is not None
-            self._labels.latency.observe(time.perf_counter() - self._started.popleft())
+            elapsed = time.perf_counter() - self._started.popleft()
+            self._labels.latency.observe(elapsed)
+            if self._audit_pending:
+                self._audited(self._audit_pending.popleft(), elapsed)
         elif kind == m.ERROR_RESPONSE and expectation.request is not Request.QUERY:
             self._skipped(self.tracker.skip_unit())
         if expectation.request is Request.PARSE and expectation.tag is not None:
@@ -606,6 +616,10 @@ class ClientSession(asyncio.Protocol):
                     expect(Request.QUERY)
                     if not self.worker.config.listen.allow_function_call:
                         replacement = self._deny_function_call()
+                if self.gate is not None:
+                    # The decisions made for this request, audited when it completes.
+                    self._audit_pending.append(tuple(self._unit_events))
+                    self._unit_events.clear()
             elif kind in _EXTENDED:
                 self._unsynced = True
                 prefix = b""
@@ -665,29 +679,73 @@ class ClientSession(asyncio.Protocol):
         except UnicodeDecodeError:
             return Deny("encoding", "sqlproxy: statement refused: text is not valid UTF-8")
 
-    def _verdict(self, gate: Gate, server: ServerConnection, raw: bytes | memoryview) -> Verdict:
+    def _verdict(
+        self,
+        gate: Gate,
+        server: ServerConnection,
+        raw: bytes | memoryview,
+        protocol: Literal["simple", "extended"],
+    ) -> Verdict:
         assert self.pool is not None
         if self.worker.policy.limits:
             gate.catalog = self.pool.catalog.snapshot()
         sql = self._sql_of(server, raw)
         if isinstance(sql, Deny):
+            self._record(Verdict(sql), protocol)
             return Verdict(sql)
         verdict = gate.decide(sql)
         if any(info.kind is StatementKind.DDL for info in verdict.statements):
             self.pool.catalog.invalidate()
-        if isinstance(verdict.decision, Deny):
-            metrics.ERRORS.labels("denied").inc()
-            log.info(
-                "denied",
-                extra={"rule": verdict.decision.rule, "user": self.user, "client": self.peer},
-            )
+        self._record(verdict, protocol)
         return verdict
+
+    def _record(self, verdict: Verdict, protocol: Literal["simple", "extended"]) -> None:
+        """Queue the audit event of a decision; it is emitted when its request completes."""
+        decision = verdict.decision
+        audit = self.worker.config.audit
+        if isinstance(decision, Deny):
+            kind: Literal["allow", "deny", "alert"] = "deny"
+            rule: str | None = decision.rule
+            message: str | None = decision.message
+            log.info("denied", extra={"rule": rule, "user": self.user, "client": self.peer})
+        elif decision.alerts:
+            kind, rule, message = "alert", decision.alerts[0], None
+        elif audit.sample_allowed and random.random() < audit.sample_allowed:
+            kind, rule, message = "allow", None, None
+        else:
+            return
+        first = verdict.statements[0] if verdict.statements else None
+        self._unit_events.append(
+            AuditEvent(
+                id=self.worker.event_id(),
+                time=time.time(),
+                worker=self.worker.id,
+                database=self.database,
+                user=self.user,
+                client=self.peer,
+                application_name=self.application_name,
+                decision=kind,
+                rule=rule,
+                fingerprint=first.fingerprint if first else "",
+                normalized="; ".join(s.normalized for s in verdict.statements),
+                message=message,
+                protocol=protocol,
+            )
+        )
+
+    def _audited(self, events: tuple[AuditEvent, ...], elapsed: float) -> None:
+        tag = self._last_tag.decode(errors="replace") or None
+        self._last_tag = b""
+        for event in events:
+            event.duration_ms = round(elapsed * 1000, 3)
+            event.command_tag = tag if event.decision != "deny" else None
+            self.worker.audit.emit(event)
 
     def _gate_query(
         self, gate: Gate, server: ServerConnection, view: memoryview
     ) -> tuple[bytes | None, Action]:
         """A simple Query: allow as is, deny in order, or append the limit check."""
-        verdict = self._verdict(gate, server, view[5:-1])
+        verdict = self._verdict(gate, server, view[5:-1], "simple")
         decision = verdict.decision
         if isinstance(decision, Deny):
             return m.query(deny_statement(decision)), Action.FORWARD
@@ -715,7 +773,7 @@ class ClientSession(asyncio.Protocol):
                     return self._inject(baseline, Action.SWALLOW), False
             return b"", False
         parsed = m.parse_parse(body)
-        verdict = self._verdict(gate, server, parsed.sql.encode())
+        verdict = self._verdict(gate, server, parsed.sql.encode(), "extended")
         decision = verdict.decision
         if isinstance(decision, Deny):
             self._checked_statements.discard(parsed.name)

@@ -5,6 +5,7 @@ modes. Every refusal leaves the database unchanged and the session usable."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 
 import asyncpg
@@ -13,7 +14,7 @@ import pytest
 from psycopg import errors
 
 from tests.conftest import databases_toml
-from tests.support.pgcluster import PgCluster
+from tests.support.pgcluster import PgCluster, wait_until
 from tests.support.worker import APP_PASSWORD, APP_USER, WorkerProcess, launch
 
 POLICY = """
@@ -26,6 +27,10 @@ values = ["canary-7f3a9c"]
 
 [signatures]
 enabled = true
+
+[audit]
+path = "{audit}"
+sample_allowed = 1.0
 """
 
 SCHEMA = """
@@ -47,10 +52,14 @@ CREATE OR REPLACE FUNCTION wipe_users() RETURNS void LANGUAGE sql
 
 
 @pytest.fixture(scope="module")
-def guarded(upstream: PgCluster) -> Iterator[WorkerProcess]:
+def guarded(
+    upstream: PgCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
     with upstream.connect() as conn:
         conn.execute(SCHEMA)
-    proc = launch(databases_toml(upstream), policy=POLICY)
+    audit = tmp_path_factory.mktemp("audit") / "audit.jsonl"
+    proc = launch(databases_toml(upstream), policy=POLICY.format(audit=audit))
+    proc.audit_path = str(audit)  # type: ignore[attr-defined]
     yield proc
     proc.stop()
 
@@ -297,3 +306,29 @@ def test_it_stops_honeytoken_values_in_copy_and_extended_results(
                 out += bytes(chunk)
         assert b"canary" not in out
         assert conn.execute("SELECT count(*) FROM notes WHERE id <> %s", (2,)).fetchone() == (2,)
+
+
+def audit_events(proc: WorkerProcess) -> list[dict[str, object]]:
+    with open(proc.audit_path) as fh:  # type: ignore[attr-defined]
+        return [json.loads(line) for line in fh]
+
+
+def test_it_audits_every_decision_without_data_values(guarded: WorkerProcess, db: str) -> None:
+    marker = f"audit_probe_{db}"
+    with simple(guarded, db) as conn:
+        conn.execute(f"SELECT 'secret-literal' AS {marker}")
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute(f"SELECT pg_read_file('/etc/passwd') AS {marker}")
+
+    def mine() -> list[dict[str, object]]:
+        return [e for e in audit_events(guarded) if marker in str(e.get("normalized"))]
+
+    wait_until(lambda: len(mine()) == 2, timeout=10)
+    allowed, denied = sorted(mine(), key=lambda e: str(e["decision"]))
+    assert allowed["decision"] == "allow" and allowed["command_tag"] == "SELECT 1"
+    assert denied["decision"] == "deny" and denied["rule"] == "signature:server-file-access"
+    for event in (allowed, denied):
+        assert event["database"] == db and event["user"] == APP_USER
+        assert event["fingerprint"] and isinstance(event["duration_ms"], float)
+        assert "secret-literal" not in json.dumps(event) and "/etc/passwd" not in json.dumps(event)
+    assert allowed["id"] != denied["id"]
