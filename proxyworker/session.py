@@ -169,6 +169,7 @@ class ClientSession(asyncio.Protocol):
         self.database = ""
         self.application_name = ""
         self.params: dict[str, str] = {}
+        self.pool_key: tuple[tuple[str, str], ...] = ()
         self.key: tuple[int, int] = (0, 0)
         self.pool: Pool | None = None
         self.server: ServerConnection | None = None
@@ -501,6 +502,7 @@ class ClientSession(asyncio.Protocol):
         self.params = {
             k: v for k, v in params.items() if k not in _NOT_FORWARDED and not k.startswith("_pq_.")
         }
+        self.pool_key = tuple(sorted(self.params.items()))
         self.phase = Phase.AUTHENTICATING
         await self._scram()
         pool = self.worker.pools.get(self.database)
@@ -580,9 +582,13 @@ class ClientSession(asyncio.Protocol):
             if msgs and msgs[0][0] == m.TERMINATE:
                 self._close_transport()
                 return
-            self._backlog.extend(msgs)
-            self._acquire_server()
-            return
+            assert self.pool is not None
+            idle = self.pool.acquire_idle(self.pool_key)
+            if idle is None:
+                self._backlog.extend(msgs)
+                self._acquire_server()
+                return
+            self._link(idle)
         self._forward(msgs, data if self.framer.aligned else None)
 
     def _forward(self, msgs: list[tuple[int, memoryview]], whole: bytes | None) -> None:

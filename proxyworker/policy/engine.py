@@ -48,7 +48,10 @@ class Policy:
             honeytoken_values=tuple(v.encode() for v in tokens.values),
             honeytoken_alert=tokens.action == "alert",
             signatures=active_signatures(
-                config.signatures.enabled, config.signatures.disable, config.signatures.deny
+                config.signatures.enabled,
+                config.signatures.disable,
+                config.signatures.deny,
+                limits=bool(config.table_limits),
             ),
         )
 

@@ -113,12 +113,15 @@ def matches(signature: Signature, info: StatementInfo) -> bool:
 
 
 def active_signatures(
-    enabled: bool, disabled: Iterable[str], custom: Iterable[CustomSignature]
+    enabled: bool, disabled: Iterable[str], custom: Iterable[CustomSignature], limits: bool
 ) -> tuple[Signature, ...]:
     off = set(disabled)
-    # The guard's own settings are never up for disabling: its baseline lives there.
+    # With table limits, the guard's own settings are never up for disabling: its baseline
+    # lives there.
     chosen = [
-        s for s in DEFAULT_SIGNATURES if (enabled and s.id not in off) or s.id == "proxy-settings"
+        s
+        for s in DEFAULT_SIGNATURES
+        if (enabled and s.id not in off) or (limits and s.id == "proxy-settings")
     ]
     chosen += [
         Signature(

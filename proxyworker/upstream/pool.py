@@ -75,6 +75,13 @@ class Pool:
         finally:
             self._labels.wait.observe(time.perf_counter() - started)
 
+    def acquire_idle(self, key: Key) -> ServerConnection | None:
+        """An idle connection for these parameters right now, without waiting (the
+        transaction-mode fast path: no task, no pause of the client)."""
+        if self._waiters:
+            return None  # those who wait go first
+        return self._pop_idle(key)
+
     def _pop_idle(self, key: Key) -> ServerConnection | None:
         conns = self.idle.get(key)
         while conns:
