@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Literal, cast
 from proxyworker import metrics
 from proxyworker.analysis import StatementKind
 from proxyworker.config.events import AuditEvent
-from proxyworker.guard.checks import GUARD_SQLSTATE
+from proxyworker.guard.checks import CLIENT_SQLSTATE, RATE_SQLSTATE, raise_sql
 from proxyworker.guard.gate import NONSTANDARD_STRINGS, Gate, Verdict, deny_statement
 from proxyworker.policy.decision import DENIED, Deny
+from proxyworker.policy.network import refused
 from proxyworker.prepared import PreparedStatements, Renamed
 from proxyworker.protocol import messages as m
 from proxyworker.protocol.framing import CONTINUATION, Framer
@@ -66,6 +67,12 @@ log = logging.getLogger(__name__)
 _NOT_FORWARDED = frozenset({"user", "database", "replication"})
 _AUTH_MAX_MESSAGE = 16384
 _STATUS_IDLE = b"I"
+_RATE_REFUSAL = raise_sql(
+    "sqlproxy: statement refused by rate_limits",
+    detail="Too many statements per second for this user, client address or database.",
+    hint="Slow down and retry.",
+    sqlstate=RATE_SQLSTATE,
+)
 # Messages whose content could carry a honeytoken value to the client.
 _CARRIERS = frozenset(
     {m.DATA_ROW, m.COPY_DATA, m.NOTICE_RESPONSE, m.ERROR_RESPONSE, m.NOTIFICATION_RESPONSE}
@@ -95,16 +102,17 @@ def _injection(sql: str) -> bytes:
 
 
 def _client_error(view: memoryview) -> tuple[memoryview, bool]:
-    """An ErrorResponse as the client should see it: the guard's private SQLSTATE becomes
-    42501 and the PL/pgSQL context of the guard's own DO block is dropped."""
-    if bytes(view).find(b"C" + GUARD_SQLSTATE.encode()) < 0:
+    """An ErrorResponse as the client should see it: the guard's private SQLSTATEs become
+    42501 / 53400 and the PL/pgSQL context of the guard's own DO block is dropped."""
+    if bytes(view).find(b"CSP") < 0:
         return view, False
     fields = m.parse_fields(view[5:])
-    if fields.get("C") != GUARD_SQLSTATE:
+    code = CLIENT_SQLSTATE.get(fields.get("C", ""))
+    if code is None:
         return view, False
     severity = fields.get("S", "ERROR")
     rebuilt = m.error_response(
-        DENIED, fields.get("M", ""), severity=severity, detail=fields.get("D"), hint=fields.get("H")
+        code, fields.get("M", ""), severity=severity, detail=fields.get("D"), hint=fields.get("H")
     )
     return memoryview(rebuilt), True
 
@@ -165,6 +173,7 @@ class ClientSession(asyncio.Protocol):
         self.phase = Phase.STARTUP
         self.transport: asyncio.Transport | None = None
         self.peer = ""
+        self.address = ""
         self.user = ""
         self.database = ""
         self.application_name = ""
@@ -213,6 +222,11 @@ class ClientSession(asyncio.Protocol):
         if len(self.worker.sessions) > self.worker.config.listen.max_client_conn:
             metrics.CLIENTS_REFUSED.labels("53300").inc()
             self.fatal("53300", "sqlproxy: too many clients already (listen.max_client_conn)")
+            return
+        self.address = peer[0] if isinstance(peer, tuple) else ""
+        if refused(self.worker.policy.ip_rules, self.address):
+            metrics.CLIENTS_REFUSED.labels("ip_rules").inc()
+            self.fatal("28000", f"sqlproxy: connection from {self.address} refused by ip_rules")
             return
         spawn(self._handshake(), name=f"handshake {self.peer}")
 
@@ -330,6 +344,19 @@ class ClientSession(asyncio.Protocol):
         metrics.BYTES_TO_CLIENTS.inc(len(data))
         if not self._started:
             self._request_cycle_done(conn)
+
+    def _within_rate(self) -> bool:
+        rate = self.worker.policy.rate
+        assert rate is not None
+        now = time.monotonic()
+        ok = (
+            rate.take(f"u:{self.user}", now)
+            and rate.take(f"c:{self.address}", now)
+            and rate.take(f"d:{self.database}", now)
+        )
+        if not ok:
+            metrics.ERRORS.labels("rate_limited").inc()
+        return ok
 
     def _note_end(
         self,
@@ -504,6 +531,12 @@ class ClientSession(asyncio.Protocol):
         }
         self.pool_key = tuple(sorted(self.params.items()))
         self.phase = Phase.AUTHENTICATING
+        if refused(self.worker.policy.ip_rules, self.address, self.user, self.database):
+            raise ClientError(
+                "28000",
+                f'sqlproxy: connection from {self.address} for user "{self.user}" to database '
+                f'"{self.database}" refused by ip_rules',
+            )
         await self._scram()
         pool = self.worker.pools.get(self.database)
         if pool is None:
@@ -606,7 +639,16 @@ class ClientSession(asyncio.Protocol):
                 self._started.append(time.perf_counter())
                 self._labels.queries.inc()
                 self._unsynced = False
-                if kind == m.QUERY:
+                over = self.worker.policy.rate is not None and not self._within_rate()
+                if over and kind != m.SYNC:
+                    expect(Request.QUERY)
+                    replacement = m.query(_RATE_REFUSAL)
+                elif over:
+                    # The batch ran up to here: failing before its Sync rolls it back.
+                    self._check_pending = False
+                    replacement = self._inject(_RATE_REFUSAL, Action.FORWARD) + bytes(view)
+                    expect(Request.SYNC)
+                elif kind == m.QUERY:
                     action = Action.FORWARD
                     if self.gate is not None:
                         replacement, action = self._gate_query(self.gate, server, view)

@@ -18,6 +18,9 @@ from proxyworker.guard.catalog import Catalog
 from proxyworker.policy.tables import TableLimits
 
 GUARD_SQLSTATE = "SP401"
+RATE_SQLSTATE = "SP534"
+# The private SQLSTATEs the guard raises and what the client sees instead.
+CLIENT_SQLSTATE = {GUARD_SQLSTATE: "42501", RATE_SQLSTATE: "53400"}
 
 
 def literal(text: str) -> str:
@@ -58,9 +61,14 @@ def limited_tables(
     return list(sticky.values())
 
 
-def raise_sql(message: str, detail: str | None = None, hint: str | None = None) -> str:
+def raise_sql(
+    message: str,
+    detail: str | None = None,
+    hint: str | None = None,
+    sqlstate: str = GUARD_SQLSTATE,
+) -> str:
     """A statement that fails with the guard's error (used to deny in order)."""
-    parts = [f"ERRCODE = {literal(GUARD_SQLSTATE)}", f"MESSAGE = {literal(message)}"]
+    parts = [f"ERRCODE = {literal(sqlstate)}", f"MESSAGE = {literal(message)}"]
     if detail:
         parts.append(f"DETAIL = {literal(detail)}")
     if hint:

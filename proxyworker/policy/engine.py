@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from proxyworker.analysis import AnalysisError, RelationRef, StatementInfo, StatementKind
 from proxyworker.config.schema import WorkerConfig
 from proxyworker.policy.decision import ALLOW, VERIFY, Allow, Decision, Deny
+from proxyworker.policy.network import CompiledRule, compile_rules
 from proxyworker.policy.signatures import Signature, active_signatures, matches
 from proxyworker.policy.tables import TableLimits, TableSet
+from proxyworker.ratelimit import TokenBuckets
 
 # Statements that cannot change rows or call code: nothing to verify.
 _INERT = frozenset(
@@ -38,6 +40,8 @@ class Policy:
     honeytoken_values: tuple[bytes, ...]
     honeytoken_alert: bool
     signatures: tuple[Signature, ...]
+    ip_rules: tuple[CompiledRule, ...]
+    rate: TokenBuckets | None
 
     @classmethod
     def compile(cls, config: WorkerConfig) -> Policy:
@@ -52,6 +56,12 @@ class Policy:
                 config.signatures.disable,
                 config.signatures.deny,
                 limits=bool(config.table_limits),
+            ),
+            ip_rules=compile_rules(config.ip_rules),
+            rate=(
+                TokenBuckets(config.rate_limits.queries_per_second, config.rate_limits.burst)
+                if config.rate_limits.queries_per_second
+                else None
             ),
         )
 

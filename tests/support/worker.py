@@ -41,6 +41,15 @@ class WorkerProcess:
             env={**os.environ, "PYTHONPATH": ROOT},
         )  # fmt: skip
         try:
+            deadline = time.monotonic() + 15
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    wait_for_port(self.port, timeout=0.2)
+                    break
+                except TimeoutError:
+                    continue
+            if self.proc.poll() is not None:
+                raise TimeoutError
             wait_for_port(self.port)
             if self.admin_port > 0:
                 wait_for_port(self.admin_port)
