@@ -67,5 +67,5 @@ def test_it_rate_limits_with_53400_and_recovers(upstream: PgCluster) -> None:
 
 
 def test_it_refuses_settings_it_does_not_enforce_yet(upstream: PgCluster) -> None:
-    with pytest.raises(RuntimeError, match="rows_changed_per_minute.*not supported"):
+    with pytest.raises(RuntimeError, match=r"rows_changed_per_minute.*not supported"):
         launch(databases_toml(upstream), policy="[rate_limits]\nrows_changed_per_minute = 5\n")
