@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 _NOT_FORWARDED = frozenset({"user", "database", "replication"})
 _AUTH_MAX_MESSAGE = 16384
 _STATUS_IDLE = b"I"
+_UNSAMPLED = "\x00unsampled"  # marks a kept event that is not emitted if allowed
 _RATE_REFUSAL = raise_sql(
     "sqlproxy: statement refused by rate_limits",
     detail="Too many statements per second for this user, client address or database.",
@@ -206,6 +207,7 @@ class ClientSession(asyncio.Protocol):
         self._unit_events: list[AuditEvent] = []  # decisions of the request being sent
         self._audit_pending: deque[tuple[AuditEvent, ...]] = deque()  # per request in flight
         self._last_tag = b""
+        self._guard_refusal: str | None = None  # a refusal raised by the server-side check
         self._carry = False  # the server framer held part of a message after the last chunk
         self._poisoned = b""  # the refusal to send at ReadyForQuery, once a value was seen
         self._statements: PreparedStatements | None = None  # transaction mode only
@@ -308,7 +310,9 @@ class ClientSession(asyncio.Protocol):
                 return
             if kind == m.ERROR_RESPONSE:
                 view, guard_error = _client_error(view)
-                changed = changed or guard_error
+                if guard_error:
+                    changed = True
+                    self._guard_refusal = m.parse_fields(view[5:]).get("M")
             elif kind == m.COMMAND_COMPLETE and self._audit_pending:
                 self._last_tag = bytes(view[5:-1])
             if scan and kind in _CARRIERS and any(t in bytes(view) for t in tokens):
@@ -751,6 +755,7 @@ class ClientSession(asyncio.Protocol):
         """Queue the audit event of a decision; it is emitted when its request completes."""
         decision = verdict.decision
         audit = self.worker.config.audit
+        sampled = False
         if isinstance(decision, Deny):
             kind: Literal["allow", "deny", "alert"] = "deny"
             rule: str | None = decision.rule
@@ -758,8 +763,11 @@ class ClientSession(asyncio.Protocol):
             log.info("denied", extra={"rule": rule, "user": self.user, "client": self.peer})
         elif decision.alerts:
             kind, rule, message = "alert", decision.alerts[0], None
-        elif audit.sample_allowed and random.random() < audit.sample_allowed:
-            kind, rule, message = "allow", None, None
+        elif decision.verify or (sampled := random.random() < audit.sample_allowed):
+            # A verified statement is kept in case the server-side check refuses it; it is
+            # emitted as allowed only when sampled (see _audited).
+            kind, message = "allow", None
+            rule = None if sampled else _UNSAMPLED
         else:
             return
         first = verdict.statements[0] if verdict.statements else None
@@ -783,8 +791,14 @@ class ClientSession(asyncio.Protocol):
 
     def _audited(self, events: tuple[AuditEvent, ...], elapsed: float) -> None:
         tag = self._last_tag.decode(errors="replace") or None
-        self._last_tag = b""
+        refusal, self._last_tag, self._guard_refusal = self._guard_refusal, b"", None
         for event in events:
+            if refusal is not None and event.decision == "allow":
+                # The server-side limit check refused what evaluate() let run.
+                rule = "table_limit" if "table_limits" in refusal else "rate_limit"
+                event.decision, event.rule, event.message = "deny", rule, refusal
+            elif event.rule == _UNSAMPLED:
+                continue
             event.duration_ms = round(elapsed * 1000, 3)
             event.command_tag = tag if event.decision != "deny" else None
             self.worker.audit.emit(event)

@@ -332,3 +332,23 @@ def test_it_audits_every_decision_without_data_values(guarded: WorkerProcess, db
         assert event["fingerprint"] and isinstance(event["duration_ms"], float)
         assert "secret-literal" not in json.dumps(event) and "/etc/passwd" not in json.dumps(event)
     assert allowed["id"] != denied["id"]
+
+
+def test_it_audits_refusals_made_by_the_server_side_check(guarded: WorkerProcess, db: str) -> None:
+    marker = f"check_probe_{db}"
+    with simple(guarded, db) as conn, pytest.raises(errors.InsufficientPrivilege):
+        conn.execute(f"DELETE FROM guarded_users /* {marker} */ WHERE id > 0")
+
+    def mine() -> list[dict[str, object]]:
+        return [
+            e
+            for e in audit_events(guarded)
+            if "guarded_users WHERE id > $1" in str(e.get("normalized"))
+            and e["database"] == db
+            and e["decision"] == "deny"
+        ]
+
+    wait_until(lambda: len(mine()) >= 1, timeout=10)
+    event = mine()[-1]
+    assert event["rule"] == "table_limit"
+    assert event["message"] == "sqlproxy: statement refused by table_limits"
