@@ -55,6 +55,12 @@ POOL_WAIT = Histogram(
 SERVER_CONNECT_ERRORS = Counter(
     "sqlproxy_server_connect_errors", "Failed attempts to open a server connection", ["database"]
 )
+GUARD_PATHS = Counter(
+    "sqlproxy_guard_statements",
+    "Statements by the guard's path: read (nothing to verify), static (proven bounded), "
+    "verified (checked by the server's counters), denied",
+    ["path"],
+)
 CONFIG_RELOADS = Counter("sqlproxy_config_reloads", "Configuration reloads", ["outcome"])
 
 

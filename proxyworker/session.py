@@ -743,9 +743,10 @@ class ClientSession(asyncio.Protocol):
             gate.catalog = self.pool.catalog.snapshot()
         sql = self._sql_of(server, raw)
         if isinstance(sql, Deny):
-            self._record(Verdict(sql), protocol)
-            return Verdict(sql)
+            self._record(Verdict(sql, "denied"), protocol)
+            return Verdict(sql, "denied")
         verdict = gate.decide(sql)
+        metrics.GUARD_PATHS.labels(verdict.path).inc()
         if any(info.kind is StatementKind.DDL for info in verdict.statements):
             self.pool.catalog.invalidate()
         self._record(verdict, protocol)

@@ -61,10 +61,47 @@ def _dml(kind: StatementKind, node_type: str) -> Handler:
     def handle(w: Walker, f: Node, nested: Nested, text: str) -> Outcome:
         w.walk({node_type: f})
         w.effects.has_where = "whereClause" in f and kind in (K.UPDATE, K.DELETE)
+        if w.effects.has_where:
+            w.effects.key_columns = key_columns(f["whereClause"])
+        conflict = f.get("onConflictClause")
+        w.effects.upsert = conflict is not None and conflict.get("action") == "ONCONFLICT_UPDATE"
         w.effects.returning = _returning(f)
         return kind, kind.name
 
     return handle
+
+
+_CONSTANT = ("A_Const", "ParamRef")
+
+
+def _constant(node: Node) -> bool:
+    ((kind, fields),) = node.items()
+    if kind == "TypeCast":
+        return _constant(fields["arg"])
+    return kind in _CONSTANT
+
+
+def key_columns(where: Node) -> frozenset[str]:
+    """Columns a WHERE clause pins to a constant or parameter with `=` in a top-level AND."""
+    ((kind, fields),) = where.items()
+    conjuncts = (
+        fields["args"] if kind == "BoolExpr" and fields.get("boolop") == "AND_EXPR" else [where]
+    )
+    pinned = set()
+    for conjunct in conjuncts:
+        ((ckind, expr),) = conjunct.items()
+        if ckind != "A_Expr" or expr.get("kind") != "AEXPR_OP":
+            continue
+        name = expr.get("name") or []
+        if not name or name[-1].get("String", {}).get("sval") != "=":
+            continue
+        sides = (expr.get("lexpr"), expr.get("rexpr"))
+        for column, other in (sides, sides[::-1]):
+            if column and other and "ColumnRef" in column and _constant(other):
+                last = column["ColumnRef"]["fields"][-1]
+                if "String" in last:
+                    pinned.add(last["String"]["sval"])
+    return frozenset(pinned)
 
 
 def _copy(w: Walker, f: Node, nested: Nested, text: str) -> Outcome:

@@ -46,6 +46,7 @@ class Effects:
         "executes",
         "functions",
         "has_where",
+        "key_columns",
         "portal_name",
         "prepared_name",
         "reads",
@@ -53,6 +54,7 @@ class Effects:
         "settings",
         "transaction_op",
         "truncates",
+        "upsert",
         "writes",
         "writes_without_where",
     )
@@ -70,6 +72,8 @@ class Effects:
         self.settings: list[SettingChange] = []
         self.body: list[StatementInfo] = []
         self.has_where = False
+        self.key_columns: frozenset[str] = frozenset()
+        self.upsert = False
         self.returning = False
         self.executes = False
         self.copy_program = False
@@ -119,6 +123,8 @@ class Effects:
             ddl_routines=_frozen(self.ddl_routines),
             ddl_schemas=_frozen(self.ddl_schemas),
             has_where=self.has_where,
+            key_columns=self.key_columns,
+            upsert=self.upsert,
             returning=self.returning,
             executes=self.executes,
             copy_program=self.copy_program,

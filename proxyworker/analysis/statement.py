@@ -139,6 +139,10 @@ class StatementInfo:
     # GRANT ... ON ALL TABLES IN SCHEMA: each reaches every relation in the schema.
     ddl_schemas: frozenset[str] = _NO_NAMES
     has_where: bool = False  # UPDATE/DELETE: the statement itself has a WHERE clause
+    # UPDATE/DELETE: columns its WHERE pins with `column = constant or $n` in a top-level AND
+    # (a unique key among them bounds the statement to one row).
+    key_columns: frozenset[str] = _NO_NAMES
+    upsert: bool = False  # INSERT ... ON CONFLICT DO UPDATE
     returning: bool = False  # INSERT/UPDATE/DELETE/MERGE: the statement itself has RETURNING
     executes: bool = False  # EXPLAIN: ANALYZE makes the explained statement really run
     copy_program: bool = False  # COPY ... PROGRAM runs a shell command on the server

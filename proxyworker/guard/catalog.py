@@ -53,6 +53,10 @@ class Relation:
     name: str
     kind: str  # pg_class.relkind
     parent: int | None  # partitioned table this one is a partition of
+    triggers: bool = True  # relhastriggers (foreign keys are triggers too)
+    rules: bool = True  # relhasrules
+    unique_keys: tuple[frozenset[str], ...] = ()
+    """Column sets of valid, non-partial unique indexes on plain columns."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,9 @@ class Catalog:
     def tables(self) -> list[Relation]:
         return [r for r in self.relations if r.kind in ("r", "p")]
 
+    def by_name(self) -> dict[tuple[str, str], Relation]:
+        return {(r.schema, r.name): r for r in self.relations}
+
 
 _FUNCTIONS = """
 SELECT DISTINCT p.proname, p.provolatile
@@ -71,13 +78,23 @@ FROM pg_catalog.pg_proc p
 WHERE p.pronamespace = 'pg_catalog'::regnamespace
 """
 _RELATIONS = """
-SELECT c.oid::int8, n.nspname, c.relname, c.relkind::text, i.inhparent::int8
+SELECT c.oid::int8, n.nspname, c.relname, c.relkind::text, i.inhparent::int8,
+       c.relhastriggers, c.relhasrules
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_catalog.pg_inherits i ON i.inhrelid = c.oid
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg_toast%'
+"""
+
+
+_UNIQUE_KEYS = """
+SELECT x.indrelid::int8, array_agg(a.attname::text ORDER BY a.attnum)
+FROM pg_catalog.pg_index x
+JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = ANY (x.indkey)
+WHERE x.indisunique AND x.indisvalid AND x.indpred IS NULL AND x.indexprs IS NULL
+GROUP BY x.indexrelid, x.indrelid
 """
 
 
@@ -103,12 +120,19 @@ async def load(target: Upstream, timeout: float) -> Catalog:
         async with conn:
             functions = await (await conn.execute(_FUNCTIONS)).fetchall()
             relations = await (await conn.execute(_RELATIONS)).fetchall()
+            unique = await (await conn.execute(_UNIQUE_KEYS)).fetchall()
+    keys: dict[int, list[frozenset[str]]] = {}
+    for relid, columns in unique:
+        keys.setdefault(int(relid), []).append(frozenset(columns))
     safe = {name for name, vol in functions if vol in ("i", "s") and name not in _RUNS_TEXT}
     safe |= _HARMLESS_VOLATILE
     return Catalog(
         safe_functions=frozenset(safe),
         relations=tuple(
-            Relation(int(o), s, n, k, int(p) if p else None) for o, s, n, k, p in relations
+            Relation(
+                int(o), s, n, k, int(p) if p else None, trig, rules, tuple(keys.get(int(o), ()))
+            )
+            for o, s, n, k, p, trig, rules in relations
         ),
     )
 

@@ -22,7 +22,7 @@ from proxyworker.analysis import (
     analyze,
     split_identifier_list,
 )
-from proxyworker.guard.catalog import Catalog
+from proxyworker.guard.catalog import Catalog, Relation
 from proxyworker.guard.checks import (
     LimitedTable,
     baseline_sql,
@@ -30,6 +30,7 @@ from proxyworker.guard.checks import (
     limited_tables,
     raise_sql,
 )
+from proxyworker.guard.static import provably_bounded
 from proxyworker.policy.decision import Allow, Decision, Deny
 from proxyworker.policy.engine import Policy, SessionFacts, deny_unparseable, evaluate
 
@@ -53,6 +54,8 @@ NONSTANDARD_STRINGS = Deny(
 @dataclass(slots=True)
 class Verdict:
     decision: Decision
+    path: str = "read"
+    """For metrics: read, static, verified or denied."""
     statements: tuple[StatementInfo, ...] = ()
     check_sql: str | None = None
     """For verify: the DO block to run right after the statement."""
@@ -70,6 +73,8 @@ class Gate:
     search_path: tuple[str, ...] = ("public",)
     _check_sql: str | None = None
     _baseline_sql: str = ""
+    _names: dict[tuple[str, str], Relation] = field(default_factory=dict)
+    _names_for: Catalog | None = None
     _check_for: Catalog | None = None
 
     @property
@@ -81,12 +86,12 @@ class Gate:
         try:
             statements = analyze(sql)
         except AnalysisError as exc:
-            return Verdict(deny_unparseable(exc))
+            return Verdict(deny_unparseable(exc), "denied")
         facts = SessionFacts(self.user, self.database, self._resolved_path())
         safe = self.catalog.safe_functions if self.catalog is not None else None
         decision = evaluate(self.policy, facts, statements, safe)
         if isinstance(decision, Deny):
-            return Verdict(decision, statements)
+            return Verdict(decision, "denied", statements)
         self._follow_settings(statements)
         if decision.verify:
             if decision.count_before:
@@ -98,15 +103,28 @@ class Gate:
                         "counts as changing every row, which is over its limit.",
                         hint="Delete in batches within the limit, or ask for a higher limit.",
                     ),
+                    "denied",
                     statements,
                 )
             check = self._check()
             if check is None:
-                return Verdict(CATALOG_UNKNOWN, statements)
+                return Verdict(CATALOG_UNKNOWN, "denied", statements)
+            if self._provably_bounded(statements):
+                return Verdict(Allow(alerts=decision.alerts), "static", statements)
             if not check:
-                return Verdict(decision, statements)
-            return Verdict(decision, statements, check, self._baseline_sql)
-        return Verdict(decision, statements)
+                return Verdict(decision, "static", statements)
+            return Verdict(decision, "verified", statements, check, self._baseline_sql)
+        return Verdict(decision, "read", statements)
+
+    def _provably_bounded(self, statements: tuple[StatementInfo, ...]) -> bool:
+        catalog = self.catalog
+        assert catalog is not None
+        if self._names_for is not catalog:
+            self._names = catalog.by_name()
+            self._names_for = catalog
+        return provably_bounded(
+            statements, catalog, self._names, self.policy.limits, self.sticky, self._resolved_path()
+        )
 
     def check_sql(self) -> str | None:
         return self._check() or None

@@ -20,6 +20,7 @@ from tests.support.worker import APP_PASSWORD, APP_USER, WorkerProcess, launch
 POLICY = """
 [table_limits]
 guarded_users = 5
+plain_limited = 1
 
 [honeytokens]
 tables = ["secret_keys"]
@@ -43,6 +44,10 @@ CREATE TABLE guarded_orders (id int PRIMARY KEY,
 CREATE TABLE secret_keys (k text);
 INSERT INTO secret_keys VALUES ('do-not-read');
 CREATE VIEW guarded_users_view AS SELECT * FROM guarded_users;
+DROP TABLE IF EXISTS plain_limited CASCADE;
+CREATE TABLE plain_limited (id int PRIMARY KEY, v int);
+INSERT INTO plain_limited SELECT g, 0 FROM generate_series(1, 10) g;
+CREATE OR REPLACE VIEW plain_limited_view AS SELECT * FROM plain_limited;
 DROP TABLE IF EXISTS notes;
 CREATE TABLE notes (id int, body text);
 INSERT INTO notes VALUES (1, 'ordinary'), (2, 'has canary-7f3a9c inside'), (3, 'ordinary too');
@@ -352,3 +357,47 @@ def test_it_audits_refusals_made_by_the_server_side_check(guarded: WorkerProcess
     event = mine()[-1]
     assert event["rule"] == "table_limit"
     assert event["message"] == "sqlproxy: statement refused by table_limits"
+
+
+def guard_paths(proc: WorkerProcess) -> dict[str, float]:
+    _, text = proc.http("/metrics")
+    return {
+        line.split('"')[1]: float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("sqlproxy_guard_statements_total{")
+    }
+
+
+@pytest.mark.parametrize(
+    ("sql", "path"),
+    [
+        ("UPDATE plain_limited SET v = v + 1 WHERE id = 3", "static"),
+        ("UPDATE plain_limited SET v = v + 1 WHERE id = 3 AND v >= 0", "static"),
+        ("INSERT INTO plain_limited VALUES (100, 1)", "static"),
+        ("UPDATE plain_limited SET v = v + 1 WHERE id = 3 OR id = 300", "verified"),
+        ("UPDATE plain_limited_view SET v = v + 1 WHERE id = 3", "verified"),
+        ("UPDATE guarded_users SET name = 'x' WHERE id = 3", "verified"),  # has FK triggers
+        ("UPDATE plain_limited SET v = random()::int WHERE id = 3", "static"),
+        ("SELECT * FROM plain_limited WHERE id = 1", "read"),
+    ],
+)
+def test_it_proves_bounded_writes_statically(
+    guarded: WorkerProcess, upstream: PgCluster, sql: str, path: str
+) -> None:
+    with upstream.connect() as direct:
+        direct.execute("DELETE FROM plain_limited WHERE id > 10")
+    with simple(guarded, "app") as conn:
+        conn.execute("SELECT 1")  # the catalog is loaded at login
+        before = guard_paths(guarded)
+        conn.execute(sql)
+        after = guard_paths(guarded)
+    changed = {k for k in after if after[k] != before.get(k, 0.0)}
+    assert changed == {path}
+
+
+def test_a_verified_write_over_a_limit_of_one_is_refused(guarded: WorkerProcess) -> None:
+    with simple(guarded, "app") as conn:
+        with pytest.raises(errors.InsufficientPrivilege) as exc:
+            conn.execute("UPDATE plain_limited SET v = v + 1 WHERE id IN (1, 2)")
+        refused(exc, "table_limits")
+        assert conn.execute("UPDATE plain_limited SET v = v + 1 WHERE id IN (1)").rowcount == 1
