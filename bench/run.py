@@ -1,0 +1,477 @@
+"""``make bench``: pgbench directly, through PgBouncer and through the worker, interleaved.
+
+Each round runs every workload against every target, in an order rotated per round, so slow
+drifts of a shared 2-core machine (other processes, checkpoints, CPU frequency) spread evenly
+over the targets instead of favouring whichever runs first. The table reports the median TPS
+over the rounds and the worker/PgBouncer ratio against the 0.9x target; a 1-client run
+measures the p50 latency the worker adds over a direct connection (target: 0.06 ms).
+
+The numbers are reported, not asserted: the exit status is non-zero only when the bench cannot
+run (a tool is missing, the database cannot be prepared, a proxy does not start). With
+``--profile FILE`` it instead samples the worker with py-spy during a pgbench run and prints
+where the time goes. Everything listens on 127.0.0.1; every process started is stopped on
+exit, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import hotspots
+import pgbench
+from pgbench import LATENCY_WORKLOAD, WORKLOADS, Run, Workload
+from services import (
+    CLIENT_PASSWORD,
+    CLIENT_USER,
+    ROOT,
+    SESSION_DB,
+    TRANSACTION_DB,
+    Endpoint,
+    Services,
+    SetupError,
+    prepare_database,
+    require_tools,
+    reset_history,
+    server_connection_budget,
+    tool_version,
+)
+
+TPS_TARGET = 0.90
+"""The worker's TPS at least this fraction of PgBouncer's, per workload and pool mode."""
+ADDED_P50_TARGET_MS = 0.06
+"""p50 latency the worker may add over a direct connection at 1 client."""
+
+_WORKLOAD_KEYS = {"simple": WORKLOADS[0], "extended": WORKLOADS[1], "tpcb": WORKLOADS[2]}
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    endpoint: Endpoint
+    mode: str
+    """"direct", "session" or "transaction"."""
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--duration", type=int, default=6, help="seconds per pgbench run (default 6)")
+    add("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    add("--clients", type=int, default=8, help="pgbench clients for TPS runs (default 8)")
+    add("--threads", type=int, default=2, help="pgbench threads (default 2, one per core)")
+    add(
+        "--latency-duration",
+        type=int,
+        default=5,
+        help="1-client runs: 1 s slices per path per round (default 5)",
+    )
+    add("--scale", type=int, default=10, help="pgbench scale factor (default 10)")
+    add("--quick", action="store_true", help="1 round of 2 s runs: a smoke test (< 1 min)")
+    add("--worker-processes", type=int, default=1, help="run the worker with --workers N")
+    add(
+        "--guard",
+        choices=("off", "on"),
+        default="off",
+        help="off: the relay alone (compare with PgBouncer); on: default signatures and a "
+        "row limit on pgbench_accounts (compare with off for the guard's cost)",
+    )
+    add("--modes", default="session,transaction", help="pool modes to compare (default both)")
+    add(
+        "--workloads",
+        default="simple,extended,tpcb",
+        help="subset of simple,extended,tpcb (default all)",
+    )
+    add("--pg-port", type=int, default=5432, help="the local PostgreSQL (default 5432)")
+    add(
+        "--profile",
+        metavar="FILE",
+        type=Path,
+        help="instead of the table: py-spy the worker during one run of the first workload, "
+        "write its collapsed stacks to FILE and print the hot spots",
+    )
+    add("--profile-rate", type=int, default=250, help="py-spy samples per second (default 250)")
+    add("--native", action="store_true", help="--profile: include C frames (uvloop, libuv)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration, args.latency_duration = 1, 2, 3
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or set(modes) - {"session", "transaction"}:
+        parser.error("--modes takes session and/or transaction")
+    args.modes = modes
+    try:
+        args.workloads = [_WORKLOAD_KEYS[w.strip()] for w in args.workloads.split(",")]
+    except KeyError as exc:
+        parser.error(f"unknown workload {exc}; use simple, extended, tpcb")
+    if min(args.duration, args.rounds, args.clients, args.threads, args.worker_processes) < 1:
+        parser.error("--duration, --rounds, --clients, --threads, --worker-processes must be >= 1")
+    if args.profile is not None and args.worker_processes != 1:
+        parser.error("--profile samples one process: use --worker-processes 1")
+    return args
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        tools = require_tools("pgbench", "psql", "pgbouncer")
+    except SetupError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    py_spy = None
+    if args.profile is not None:
+        py_spy = hotspots.find_py_spy(Path(sys.executable).parent)
+        if py_spy is None:
+            print(f"bench: py-spy is not installed: {hotspots.INSTALL_HINT}", file=sys.stderr)
+            return 2
+    services = Services(tools["psql"])
+    try:
+        targets = _setup(args, tools, services)
+        if py_spy is not None:
+            _profile(args, tools, services, targets, py_spy)
+        else:
+            _bench(args, tools, services, targets)
+    except SetupError as exc:
+        print(f"bench: setup failed: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; stopping what it started", file=sys.stderr)
+        return 130
+    finally:
+        # A second Ctrl-C must not leave processes behind: stopping is not interruptible.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        services.close()
+    return 0
+
+
+def _setup(args: argparse.Namespace, tools: dict[str, str], services: Services) -> list[Target]:
+    direct = prepare_database(tools["psql"], tools["pgbench"], args.pg_port, args.scale)
+    limit, used = server_connection_budget(tools["psql"], direct)
+    needed = args.clients * (1 + 2 * len(args.modes))
+    if used + needed > limit:
+        print(
+            f"warning: up to {needed} more server connections needed, "
+            f"{limit - used} left under max_connections={limit}",
+            file=sys.stderr,
+        )
+    bouncer_port = services.start_pgbouncer(tools["pgbouncer"], args.pg_port, args.clients)
+    worker_port = services.start_worker(
+        args.clients, args.pg_port, args.worker_processes, args.guard == "on"
+    )
+    targets = [Target("direct", direct, "direct")]
+    for mode in args.modes:
+        db = SESSION_DB if mode == "session" else TRANSACTION_DB
+        for name, port in (("pgbouncer", bouncer_port), ("worker", worker_port)):
+            endpoint = Endpoint(f"{name} ({mode})", port, CLIENT_USER, CLIENT_PASSWORD, db)
+            services.wait_ready(name, endpoint)
+            targets.append(Target(name, endpoint, mode))
+    return targets
+
+
+def _machine(tools: dict[str, str], direct: Endpoint) -> list[str]:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    server = subprocess.run(
+        [tools["psql"], *direct.args(), "-d", direct.dbname, "-X", "-Atc", "SHOW server_version"],
+        capture_output=True,
+        text=True,
+        env=direct.env(),
+        check=False,
+    ).stdout.strip()
+    return [
+        f"worker: {_revision()}",
+        f"machine: {os.cpu_count()} cores, {cpu}, Linux {platform.release()}",
+        f"PostgreSQL {server}; {tool_version(tools['pgbouncer']).splitlines()[0]}; "
+        f"{tool_version(tools['pgbench'])}; Python {platform.python_version()}",
+    ]
+
+
+def _revision() -> str:
+    """The commit the worker runs from, and whether proxyworker/ has uncommitted changes."""
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), *argv], capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "proxyworker")
+    return f"{commit}{' + uncommitted changes in proxyworker/' if dirty else ''}"
+
+
+def _estimate(args: argparse.Namespace, runs_per_round: int) -> int:
+    latency_runs = 3 if "session" in args.modes else 1
+    per_round = runs_per_round * (args.duration + 1) + latency_runs * args.latency_duration * 1.2
+    return int(args.rounds * (per_round + 2))
+
+
+def _bench(
+    args: argparse.Namespace, tools: dict[str, str], services: Services, targets: list[Target]
+) -> None:
+    direct = targets[0].endpoint
+    command = shlex.join([".venv/bin/python", "bench/run.py", *(sys.argv[1:])])
+    header = [f"command: {command}", *_machine(tools, direct)]
+    header.append(
+        f"pgbench -c {args.clients} -j {args.threads} -T {args.duration}, scale {args.scale}, "
+        f"{args.rounds} interleaved round(s); worker --workers {args.worker_processes} "
+        "(default policy); "
+        "sslmode=disable everywhere, SCRAM client auth on both proxies, pool_size = clients"
+    )
+    runs_per_round = len(args.workloads) * len(targets)
+    print("\n".join(header))
+    print(f"estimated runtime: ~{_estimate(args, runs_per_round)} s", flush=True)
+
+    tps: dict[tuple[str, str, str], list[Run]] = {}
+    latency: dict[str, list[list[int]]] = {}  # per path, per round: transaction latencies
+    latency_targets = [t for t in targets if t.mode in ("direct", "session")]
+    started = time.monotonic()
+    for round_no in range(args.rounds):
+        reset_history(tools["psql"], direct)
+        for workload in args.workloads:
+            shift = round_no % len(targets)
+            for target in targets[shift:] + targets[:shift]:
+                result = _measured_run(args, tools, services, target, workload)
+                tps.setdefault((workload.name, target.name, target.mode), []).append(result)
+                shown = f"{result.tps:10.0f} tps" if result.tps is not None else result.error
+                if result.cpu_us_per_tx is not None:
+                    user, system = result.cpu_us_per_tx
+                    shown += f"   proxy CPU {user + system:5.1f} us/tx"
+                print(
+                    f"round {round_no + 1}/{args.rounds}  {workload.name:<22} "
+                    f"{target.endpoint.name:<22} {shown}",
+                    flush=True,
+                )
+        for name, samples in _latency_round(args, tools, latency_targets, round_no).items():
+            latency.setdefault(name, []).append(samples)
+            p50 = pgbench.percentile(samples, 0.5) / 1000 if samples else None
+            shown = f"p50 {p50:.3f} ms" if p50 is not None else "error (no transactions)"
+            print(
+                f"round {round_no + 1}/{args.rounds}  {LATENCY_WORKLOAD.name:<22} "
+                f"{name:<22} {shown}",
+                flush=True,
+            )
+    print(f"\nfinished in {time.monotonic() - started:.0f} s\n")
+    print("\n".join(header))
+    print()
+    print(_tps_table(args, tps))
+    print()
+    print(_latency_table(latency, args.latency_duration))
+    print()
+    print(_cpu_table(args, tps))
+    print()
+    print(_rounds_detail(tps, latency))
+    print(f"\nwhere the worker's time goes:\n  {hotspots.INSTALL_HINT}")
+    print("  .venv/bin/python bench/run.py --profile /tmp/worker.stacks")
+
+
+def _measured_run(
+    args: argparse.Namespace,
+    tools: dict[str, str],
+    services: Services,
+    target: Target,
+    workload: Workload,
+) -> Run:
+    """One TPS run; for a proxy, also the CPU time its processes used per transaction."""
+    before = services.cpu_seconds(target.name) if target.mode != "direct" else None
+    result = pgbench.run(
+        tools["pgbench"], target.endpoint, workload, args.clients, args.threads, args.duration
+    )
+    if before is None or not result.transactions:
+        return result
+    after = services.cpu_seconds(target.name)
+    per_tx = tuple(1e6 * (a - b) / result.transactions for a, b in zip(after, before, strict=True))
+    return dataclasses.replace(result, cpu_us_per_tx=(per_tx[0], per_tx[1]))
+
+
+def _median_tps(runs: list[Run]) -> float | None:
+    return pgbench.median([r.tps for r in runs if r.tps is not None])
+
+
+def _tps_table(args: argparse.Namespace, tps: dict[tuple[str, str, str], list[Run]]) -> str:
+    lines = [
+        f"TPS, {args.clients} clients (median of {args.rounds} round(s))",
+        "",
+        "| workload | pool mode | direct | PgBouncer | worker | worker/PgBouncer "
+        "| worker/direct | target >= 0.90x |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+
+    def fmt(value: float | None) -> str:
+        return f"{value:,.0f}" if value is not None else "error"
+
+    for workload in args.workloads:
+        direct = _median_tps(tps.get((workload.name, "direct", "direct"), []))
+        for mode in args.modes:
+            bouncer = _median_tps(tps.get((workload.name, "pgbouncer", mode), []))
+            worker = _median_tps(tps.get((workload.name, "worker", mode), []))
+            ratio = worker / bouncer if worker and bouncer else None
+            vs_direct = worker / direct if worker and direct else None
+            verdict = "n/a" if ratio is None else ("pass" if ratio >= TPS_TARGET else "FAIL")
+            lines.append(
+                f"| {workload.name} | {mode} | {fmt(direct)} | {fmt(bouncer)} | {fmt(worker)} "
+                f"| {f'{ratio:.2f}x' if ratio else 'n/a'} "
+                f"| {f'{vs_direct:.2f}x' if vs_direct else 'n/a'} | {verdict} |"
+            )
+    return "\n".join(lines)
+
+
+def _latency_round(
+    args: argparse.Namespace, tools: dict[str, str], targets: list[Target], round_no: int
+) -> dict[str, list[int]]:
+    """One round of 1-client runs: 1 s slices alternating between the paths, so that the
+    paths see the same machine and their p50s can be compared pairwise within the round."""
+    samples: dict[str, list[int]] = {t.endpoint.name: [] for t in targets}
+    for slice_no in range(args.latency_duration):
+        shift = (round_no + slice_no) % len(targets)
+        for target in targets[shift:] + targets[:shift]:
+            with tempfile.TemporaryDirectory(prefix="sqlproxy-bench-lat-") as tmp:
+                result = pgbench.run(
+                    tools["pgbench"], target.endpoint, LATENCY_WORKLOAD, 1, 1, 1, Path(tmp)
+                )
+                if result.tps is not None:
+                    samples[target.endpoint.name] += pgbench.logged_latencies_us(Path(tmp))
+    return samples
+
+
+def _p50_ms(samples: list[int]) -> float | None:
+    return pgbench.percentile(samples, 0.5) / 1000 if samples else None
+
+
+def _latency_table(latency: dict[str, list[list[int]]], seconds: int) -> str:
+    lines = [
+        f"Latency, 1 client, pgbench -S -M simple, {seconds} x 1 s per path per round",
+        "",
+        "| path | transactions | p50 ms | p99 ms | added p50 ms | target <= 0.060 ms |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    direct_rounds = [_p50_ms(r) for r in latency.get("direct", [])]
+    for name, rounds in latency.items():
+        pooled = [v for r in rounds for v in r]
+        if not pooled:
+            lines.append(f"| {name} | 0 | error | error | n/a | n/a |")
+            continue
+        p50 = pgbench.percentile(pooled, 0.5) / 1000
+        p99 = pgbench.percentile(pooled, 0.99) / 1000
+        # Paired within each round: the machine's drift between rounds cancels out.
+        diffs = [
+            here - base
+            for here, base in zip((_p50_ms(r) for r in rounds), direct_rounds, strict=False)
+            if here is not None and base is not None
+        ]
+        added = pgbench.median(diffs) if name != "direct" else None
+        verdict = "" if added is None else ("pass" if added <= ADDED_P50_TARGET_MS else "FAIL")
+        lines.append(
+            f"| {name} | {len(pooled):,} | {p50:.3f} | {p99:.3f} "
+            f"| {f'{added:+.3f}' if added is not None else '-'} | {verdict} |"
+        )
+    lines += ["", "added p50 = median over rounds of (path p50 - direct p50) in the same round"]
+    return "\n".join(lines)
+
+
+def _cpu_table(args: argparse.Namespace, tps: dict[tuple[str, str, str], list[Run]]) -> str:
+    lines = [
+        "Proxy CPU per transaction, user + system us (median over rounds; all proxy processes)",
+        "",
+        "| workload | pool mode | PgBouncer | PgBouncer user | worker | worker user "
+        "| worker system |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+
+    def cpu(workload: Workload, name: str, mode: str) -> tuple[float, float, float] | None:
+        costs = [r.cpu_us_per_tx for r in tps.get((workload.name, name, mode), [])]
+        found = [c for c in costs if c is not None]
+        if not found:
+            return None
+        user = statistics.median(c[0] for c in found)
+        system = statistics.median(c[1] for c in found)
+        return user + system, user, system
+
+    for workload in args.workloads:
+        for mode in args.modes:
+            bouncer, worker = cpu(workload, "pgbouncer", mode), cpu(workload, "worker", mode)
+            cells = [f"{v:.1f}" for v in bouncer[:2]] if bouncer else ["n/a"] * 2
+            cells += [f"{v:.1f}" for v in worker] if worker else ["n/a"] * 3
+            lines.append(f"| {workload.name} | {mode} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def _rounds_detail(
+    tps: dict[tuple[str, str, str], list[Run]], latency: dict[str, list[list[int]]]
+) -> str:
+    lines = ["Per round (the spread shows the noise):"]
+    for (workload, name, mode), runs in tps.items():
+        label = name if mode == "direct" else f"{name} ({mode})"
+        values = " ".join(f"{r.tps:8.0f}" if r.tps is not None else "   error" for r in runs)
+        lines.append(f"  {workload:<22} {label:<24} {values} tps")
+    for name, rounds in latency.items():
+        values = " ".join(
+            f"{v:8.3f}" if v is not None else "   error" for v in map(_p50_ms, rounds)
+        )
+        lines.append(f"  {'1 client, p50':<22} {name:<24} {values} ms")
+    return "\n".join(lines)
+
+
+def _profile(
+    args: argparse.Namespace,
+    tools: dict[str, str],
+    services: Services,
+    targets: list[Target],
+    py_spy: str,
+) -> None:
+    workload: Workload = args.workloads[0]
+    mode = args.modes[0]
+    target = next(t for t in targets if t.name == "worker" and t.mode == mode)
+    assert services.worker_pid is not None
+    out: Path = args.profile
+    print(
+        f"profiling worker pid {services.worker_pid}: pgbench {workload.name}, {mode} mode, "
+        f"{args.clients} clients, {args.duration} s at {args.profile_rate} Hz",
+        flush=True,
+    )
+    # Warm up (server connections, caches) so the profile shows the steady state.
+    pgbench.run(tools["pgbench"], target.endpoint, workload, args.clients, args.threads, 2)
+    sampler = hotspots.record(
+        py_spy, services.worker_pid, args.duration, out.resolve(), args.profile_rate, args.native
+    )
+    time.sleep(0.3)
+    result = pgbench.run(
+        tools["pgbench"], target.endpoint, workload, args.clients, args.threads, args.duration
+    )
+    sampler_output, _ = sampler.communicate(timeout=args.duration + 60)
+    if sampler.returncode != 0:
+        raise SetupError(f"py-spy failed: {sampler_output.strip()[-2000:]}")
+    shown = f"{result.tps:.0f} tps (under the sampler)" if result.tps else result.error
+    print(f"pgbench: {shown}\ncollapsed stacks: {out}\n")
+    print(hotspots.report(hotspots.summarize(out)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
