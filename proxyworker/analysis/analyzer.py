@@ -15,6 +15,7 @@ literal; a session must deny while the server reports it off.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import AnyStr, NamedTuple
 
@@ -23,7 +24,7 @@ from pglast.parser import ParseError, parse_sql_json
 
 from . import commands, normalize
 from .effects import Effects, Node
-from .statement import AnalysisError, StatementInfo
+from .statement import AnalysisError, StatementInfo, StatementKind
 from .walker import Walker
 
 DEFAULT_CACHE_SIZE = 10_000
@@ -61,13 +62,69 @@ def configure_cache(maxsize: int) -> None:
     """Replace the result cache with an empty one holding at most `maxsize` texts."""
     global _cached
     _cached = functools.lru_cache(maxsize=maxsize)(_analyze_or_failure)
+    _shapes.clear()
 
 
 def cache_info() -> functools._CacheInfo:
     return _cached.cache_info()
 
 
+# Statement kinds whose effects depend on names and structure only, never on literal values.
+_SHAPED = frozenset(
+    {
+        StatementKind.SELECT,
+        StatementKind.INSERT,
+        StatementKind.UPDATE,
+        StatementKind.DELETE,
+        StatementKind.MERGE,
+    }
+)
+MAX_SHAPES = 10_000
+# Results by normalized text (literals replaced, comments dropped, every identifier kept), for
+# statements whose effects cannot depend on their literals: traffic that differs only in
+# constants costs one scan instead of a full analysis. Not pglast's fingerprint: it ignores
+# schema qualifiers, so public.users and audit.users would share an entry.
+_shapes: dict[str, tuple[StatementInfo, ...]] = {}
+_FIELDS = tuple(f.name for f in dataclasses.fields(StatementInfo))
+
+
+def _with_text(info: StatementInfo, text: str) -> StatementInfo:
+    copied = object.__new__(StatementInfo)
+    for name in _FIELDS:
+        object.__setattr__(copied, name, getattr(info, name))
+    object.__setattr__(copied, "text", text)
+    return copied
+
+
+def _literal_free(result: _Result) -> bool:
+    if isinstance(result, _Failure) or len(result) != 1:
+        return False
+    info = result[0]
+    return info.kind in _SHAPED and not info.body and not info.settings and not info.dynamic_sql
+
+
 def _analyze_or_failure(sql: str) -> _Result:
+    shape: str | None = None
+    if "\x00" not in sql:  # a NUL would end the C string the scanner sees
+        try:
+            shape = normalize.normalize(sql)
+        except Exception:  # the full analysis below reports the parser's message
+            shape = None
+    if shape is not None:
+        known = _shapes.get(shape)
+        if known is not None:
+            # Same text but for literals and comments: the same effects, this statement's text.
+            return (_with_text(known[0], sql),)
+    result = _analyze_fully(sql)
+    if shape is not None and _literal_free(result):
+        if len(_shapes) >= MAX_SHAPES:
+            _shapes.clear()
+        assert not isinstance(result, _Failure)
+        _shapes[shape] = result
+    return result
+
+
+def _analyze_fully(sql: str) -> _Result:
     # Failures are cached too: a client repeating a bad statement costs one parse, not many.
     try:
         return _Context(0).analyze_text(sql)
@@ -101,11 +158,7 @@ class _Context:
         node_type, fields = next(iter(node.items()))
         effects = Effects()
         kind, command = commands.dispatch(Walker(effects), node_type, fields, self, text)
-        if text:
-            return effects.freeze(
-                kind, command, normalize.fingerprint(text), normalize.normalize(text)
-            )
-        return effects.freeze(kind, command, "", "")
+        return effects.freeze(kind, command, text)
 
     def nested_statement(self, node: Node, text: str) -> StatementInfo:
         return self._child().statement(node, text)

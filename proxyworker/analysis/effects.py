@@ -107,9 +107,7 @@ class Effects:
         if runs_now:
             self.settings.extend(info.settings)
 
-    def freeze(
-        self, kind: StatementKind, command: str, fingerprint: str, normalized: str
-    ) -> StatementInfo:
+    def freeze(self, kind: StatementKind, command: str, text: str) -> StatementInfo:
         return StatementInfo(
             kind=kind,
             command=command,
@@ -136,8 +134,7 @@ class Effects:
             prepared_name=self.prepared_name,
             portal_name=self.portal_name,
             body=tuple(self.body),
-            fingerprint=fingerprint,
-            normalized=normalized,
+            text=text,
         )
 
 

@@ -162,8 +162,22 @@ class StatementInfo:
     # CREATE RULE actions, and the SQL of function, procedure and DO bodies (PL/pgSQL
     # expressions appear as SELECTs).
     body: tuple[StatementInfo, ...] = ()
-    fingerprint: str = ""  # pglast fingerprint; "" for statements nested inside another's tree
-    normalized: str = ""  # text with every literal replaced by $n and comments removed
+    # The statement's own source text; "" for statements nested inside another's tree.
+    text: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        """pglast fingerprint of the text (computed on demand: only audit needs it)."""
+        from .normalize import fingerprint
+
+        return fingerprint(self.text) if self.text else ""
+
+    @property
+    def normalized(self) -> str:
+        """The text with every literal replaced by $n and comments removed (on demand)."""
+        from .normalize import normalize
+
+        return normalize(self.text) if self.text else ""
 
     @property
     def set_name(self) -> str | None:

@@ -15,7 +15,7 @@ from proxyworker.analysis import AnalysisError, RelationRef, StatementInfo, Stat
 from proxyworker.config.schema import WorkerConfig
 from proxyworker.policy.decision import ALLOW, VERIFY, Allow, Decision, Deny
 from proxyworker.policy.network import CompiledRule, compile_rules
-from proxyworker.policy.signatures import Signature, active_signatures, matches
+from proxyworker.policy.signatures import Signature, active_signatures, first_match
 from proxyworker.policy.tables import TableLimits, TableSet
 from proxyworker.ratelimit import TokenBuckets
 
@@ -91,15 +91,15 @@ def evaluate(
     count_before: list[str] = []
     path = facts.search_path
     for info in statements:
-        for signature in policy.signatures:
-            if matches(signature, info):
-                return Deny(
-                    f"signature:{signature.id}",
-                    f"sqlproxy: statement refused by signature {signature.id}",
-                    detail=signature.message or signature.doc,
-                    hint="Ask an administrator if this is needed; the signature can be "
-                    "disabled in [signatures].",
-                )
+        signature = first_match(policy.signatures, info) if policy.signatures else None
+        if signature is not None:
+            return Deny(
+                f"signature:{signature.id}",
+                f"sqlproxy: statement refused by signature {signature.id}",
+                detail=signature.message or signature.doc,
+                hint="Ask an administrator if this is needed; the signature can be "
+                "disabled in [signatures].",
+            )
         if policy.honeytoken_tables:
             for ref in _touched(info):
                 if policy.honeytoken_tables.matches(ref.schema, ref.name, path):

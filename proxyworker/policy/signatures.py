@@ -8,7 +8,7 @@ comments and wrapping in DO blocks or function bodies do not hide a call.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from proxyworker.analysis import StatementInfo
@@ -92,24 +92,37 @@ def _base(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
-def matches(signature: Signature, info: StatementInfo) -> bool:
-    if signature.functions and any(
-        fnmatch.fnmatchcase(f if "." in pattern else _base(f), pattern)
-        for f in info.functions
-        for pattern in signature.functions
-    ):
-        return True
-    if signature.commands and any(s.command in signature.commands for s in info.statements()):
-        return True
-    if signature.settings and any(
-        # A name that is not a constant (set_config(var, ...)) could be any of them.
-        (change.name in signature.settings or (change.name is None and not change.exact))
-        and not change.reset
-        for s in info.statements()
-        for change in s.settings
-    ):
-        return True
-    return signature.test is not None and any(signature.test(s) for s in info.statements())
+def first_match(signatures: Sequence[Signature], info: StatementInfo) -> Signature | None:
+    """The first signature that matches the statement or anything nested in it. What the
+    signatures look at is gathered once per statement, not once per signature."""
+    nested = tuple(info.statements()) if info.body else (info,)
+    commands = {s.command for s in nested}
+    # A setting name that is not a constant (set_config(var, ...)) could be any of them.
+    changes = [c for s in nested for c in s.settings if not c.reset]
+    for signature in signatures:
+        if (
+            signature.functions
+            and info.functions
+            and any(
+                fnmatch.fnmatchcase(f if "." in pattern else _base(f), pattern)
+                for f in info.functions
+                for pattern in signature.functions
+            )
+        ):
+            return signature
+        if signature.commands and not commands.isdisjoint(signature.commands):
+            return signature
+        if (
+            signature.settings
+            and changes
+            and any(
+                c.name in signature.settings or (c.name is None and not c.exact) for c in changes
+            )
+        ):
+            return signature
+        if signature.test is not None and any(signature.test(s) for s in nested):
+            return signature
+    return None
 
 
 def active_signatures(
