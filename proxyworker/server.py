@@ -108,25 +108,30 @@ class Worker:
         if self._by_key.get(session.key) is session:
             del self._by_key[session.key]
 
-    def cancel(self, pid: int, secret: int) -> None:
+    async def cancel(self, pid: int, secret: int) -> None:
+        """Forward a CancelRequest; returns once the server (or the owning worker process)
+        has taken it, so the client's cancel connection closes only then, as with
+        PostgreSQL itself."""
         owner = pid >> _PID_BITS
         if owner != self.index:
             if owner < self.workers:
-                spawn(self._pass_cancel(owner, pid, secret), name="pass cancel to peer")
+                await self._pass_cancel(owner, pid, secret)
             else:
                 metrics.CANCELS.labels("unknown").inc()
             return
         session = self._by_key.get((pid, secret))
         server = session.server if session is not None else None
-        # Only while a request is in flight: a cancel must never hit the next client's query.
-        if session is None or server is None or session.pool is None or not session._started:
+        # Only while work is in flight (a request, or a batch not synced yet): a cancel must
+        # never hit the next client's query on the same server connection.
+        busy = session is not None and (session._started or session._unsynced)
+        if session is None or server is None or session.pool is None or not busy:
             metrics.CANCELS.labels("ignored").inc()
             return
         metrics.CANCELS.labels("forwarded").inc()
-        spawn(
-            send_cancel(session.pool.target, server.pid, server.secret, 5.0),
-            name="send cancel",
-        )
+        try:
+            await send_cancel(session.pool.target, server.pid, server.secret, 5.0)
+        except (OSError, TimeoutError) as exc:
+            log.warning("cancel not delivered: %s", exc)
 
     async def _pass_cancel(self, owner: int, pid: int, secret: int) -> None:
         # uvloop cannot name abstract socket paths itself, so sockets are made by hand.
@@ -136,7 +141,9 @@ class Worker:
             try:
                 await loop.sock_connect(sock, cancel_socket_name(self.port, owner))
                 await loop.sock_sendall(sock, m.cancel_request(pid, secret))
-            except OSError as exc:
+                async with asyncio.timeout(5):
+                    await loop.sock_recv(sock, 1)  # the owner closes once it forwarded it
+            except (OSError, TimeoutError) as exc:
                 log.warning("cannot pass cancel to worker %d: %s", owner, exc)
                 return
         metrics.CANCELS.labels("passed").inc()
@@ -148,7 +155,7 @@ class Worker:
             packet = parse_startup(await reader.readexactly(16))
             pid, secret = getattr(packet, "pid", None), getattr(packet, "secret", None)
             if pid is not None and secret is not None and pid >> _PID_BITS == self.index:
-                self.cancel(pid, secret)
+                await self.cancel(pid, secret)
         writer.close()
 
     # --- serving ---------------------------------------------------------------------------

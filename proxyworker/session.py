@@ -208,6 +208,7 @@ class ClientSession(asyncio.Protocol):
         self._audit_pending: deque[tuple[AuditEvent, ...]] = deque()  # per request in flight
         self._last_tag = b""
         self._guard_refusal: str | None = None  # a refusal raised by the server-side check
+        self._server_fatal = False
         self._carry = False  # the server framer held part of a message after the last chunk
         self._poisoned = b""  # the refusal to send at ReadyForQuery, once a value was seen
         self._statements: PreparedStatements | None = None  # transaction mode only
@@ -279,6 +280,9 @@ class ClientSession(asyncio.Protocol):
             return
         self.server = None
         metrics.ERRORS.labels("server_lost").inc()
+        if self._server_fatal:
+            self._close_transport()  # the client already has the server's own reason
+            return
         reason = f": {exc}" if exc else ""
         self.fatal("08006", f"sqlproxy: server connection was lost{reason}")
 
@@ -313,6 +317,12 @@ class ClientSession(asyncio.Protocol):
                 if guard_error:
                     changed = True
                     self._guard_refusal = m.parse_fields(view[5:]).get("M")
+                elif m.parse_fields(view[5:]).get("V") == "FATAL":
+                    self._server_fatal = True  # it closes next; its reason is the one to keep
+            elif kind == m.NOTIFICATION_RESPONSE and m.read_i32(view, 5) == conn.pid:
+                # The client knows our pid for its connection, not the backend's.
+                view = memoryview(m.message(kind, m.i32(self.key[0]) + bytes(view[9:])))
+                changed = True
             elif kind == m.COMMAND_COMPLETE and self._audit_pending:
                 self._last_tag = bytes(view[5:-1])
             if scan and kind in _CARRIERS and any(t in bytes(view) for t in tokens):
@@ -500,7 +510,7 @@ class ClientSession(asyncio.Protocol):
             if isinstance(packet, StartupMessage):
                 return packet
             if isinstance(packet, CancelRequest):
-                self.worker.cancel(packet.pid, packet.secret)
+                await self.worker.cancel(packet.pid, packet.secret)
                 self._close_transport()
                 return None
             if isinstance(packet, GSSEncRequest):

@@ -75,6 +75,10 @@ def message(kind: int, body: bytes = b"") -> bytes:
     return bytes((kind,)) + _I32.pack(len(body) + 4) + body
 
 
+def i32(value: int) -> bytes:
+    return _I32.pack(value)
+
+
 def cstr(value: str) -> bytes:
     return value.encode() + b"\x00"
 

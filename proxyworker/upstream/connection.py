@@ -311,12 +311,11 @@ async def _handshake(
 
 async def send_cancel(target: Upstream, pid: int, secret: int, timeout: float) -> None:
     """Ask ``target`` to cancel the query running on backend ``pid`` (fire and forget)."""
-    loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
-        transport, _ = await loop.create_connection(asyncio.Protocol, target.host, target.port)
+        reader, writer = await asyncio.open_connection(target.host, target.port)
         try:
-            transport.write(m.cancel_request(pid, secret))
-            # The server closes the connection once it has read the request.
-            await asyncio.sleep(0)
+            writer.write(m.cancel_request(pid, secret))
+            await writer.drain()
+            await reader.read()  # the server closes the connection once it has signalled
         finally:
-            transport.close()
+            writer.close()

@@ -4,6 +4,7 @@ worker process (--workers 2)."""
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,8 @@ from psycopg import errors
 
 from tests.conftest import databases_toml
 from tests.support.pgcluster import PgCluster
-from tests.support.worker import WorkerProcess, launch
+from tests.support.rawpg import RawConnection, fields
+from tests.support.worker import APP_PASSWORD, APP_USER, WorkerProcess, launch
 
 
 def sleep_and_cancel(conn: psycopg.Connection, canceller: psycopg.Connection) -> float:
@@ -79,3 +81,33 @@ def test_it_routes_cancels_between_worker_processes(two_workers: WorkerProcess) 
     finally:
         for c in conns:
             c.close()
+
+
+def test_it_cancels_a_batch_still_waiting_for_its_sync(worker: WorkerProcess, db: str) -> None:
+    raw = RawConnection(worker.port)
+    after_login = raw.login(APP_USER, APP_PASSWORD, db)
+    (pid, secret) = next(struct.unpack("!ii", body) for kind, body in after_login if kind == b"K")
+    raw.send_message(b"P", b"\0SELECT pg_sleep(30)\0\0\0")
+    raw.send_message(b"B", b"\0\0\0\0\0\0\0\0")
+    raw.send_message(b"H")  # Flush
+    assert [raw.read_message()[0] for _ in range(2)] == [b"1", b"2"]
+    raw.send_message(b"E", b"\0\0\0\0\0")  # runs now; no Sync is sent
+    time.sleep(0.5)
+    canceller = RawConnection(worker.port)
+    canceller.send(struct.pack("!iiii", 16, 80877102, pid, secret))
+    with pytest.raises(ConnectionError):
+        canceller.recv_exact(1)  # closed once the cancel was delivered
+    kind, body = raw.read_message()
+    assert (kind, fields(body)["C"]) == (b"E", "57014")
+    raw.send_message(b"S")
+    assert raw.read_message() == (b"Z", b"I")
+    raw.close()
+
+
+def test_notifications_carry_the_clients_pid(worker: WorkerProcess) -> None:
+    with psycopg.connect(worker.dsn("app"), autocommit=True) as conn:
+        conn.execute("LISTEN own_pid")
+        conn.execute("NOTIFY own_pid, 'mine'")
+        received = next(conn.notifies(timeout=5, stop_after=1))
+        assert received.payload == "mine"
+        assert received.pid == conn.info.backend_pid
