@@ -755,7 +755,7 @@ class ClientSession(asyncio.Protocol):
         if isinstance(sql, Deny):
             self._record(Verdict(sql, "denied"), protocol)
             return Verdict(sql, "denied")
-        verdict = gate.decide(sql)
+        verdict = gate.decide(sql, autocommit=server.status == _STATUS_IDLE)
         metrics.GUARD_PATHS.labels(verdict.path).inc()
         if any(info.kind is StatementKind.DDL for info in verdict.statements):
             self.pool.catalog.invalidate()
@@ -863,7 +863,7 @@ class ClientSession(asyncio.Protocol):
         if not self._check_pending or self.gate is None:
             return None
         self._check_pending = False
-        check = self.gate.check_sql()
+        check = self.gate.check_sql(autocommit=server.status == _STATUS_IDLE)
         if not check:
             return None
         return self._inject(check, Action.CHECK)

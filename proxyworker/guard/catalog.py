@@ -56,6 +56,9 @@ class Relation:
     triggers: bool = True  # relhastriggers (foreign keys are triggers too)
     rules: bool = True  # relhasrules
     unique_keys: tuple[frozenset[str], ...] = ()
+    runs_code: bool = True
+    """Writing a row may call functions: defaults (other than nextval), generated columns,
+    columns of a domain type (its CHECK runs)."""
     """Column sets of valid, non-partial unique indexes on plain columns."""
 
 
@@ -98,6 +101,18 @@ GROUP BY x.indexrelid, x.indrelid
 """
 
 
+_RUNS_CODE = r"""
+SELECT DISTINCT a.attrelid::int8
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attnum > 0 AND NOT a.attisdropped
+  AND (a.attgenerated <> '' OR t.typtype = 'd'
+       OR (d.oid IS NOT NULL
+           AND pg_catalog.pg_get_expr(d.adbin, d.adrelid) !~ '^nextval\('))
+"""
+
+
 def conninfo(target: Upstream) -> str:
     params = {
         "host": target.host,
@@ -121,6 +136,7 @@ async def load(target: Upstream, timeout: float) -> Catalog:
             functions = await (await conn.execute(_FUNCTIONS)).fetchall()
             relations = await (await conn.execute(_RELATIONS)).fetchall()
             unique = await (await conn.execute(_UNIQUE_KEYS)).fetchall()
+            runs_code = {int(r[0]) for r in await (await conn.execute(_RUNS_CODE)).fetchall()}
     keys: dict[int, list[frozenset[str]]] = {}
     for relid, columns in unique:
         keys.setdefault(int(relid), []).append(frozenset(columns))
@@ -130,7 +146,15 @@ async def load(target: Upstream, timeout: float) -> Catalog:
         safe_functions=frozenset(safe),
         relations=tuple(
             Relation(
-                int(o), s, n, k, int(p) if p else None, trig, rules, tuple(keys.get(int(o), ()))
+                int(o),
+                s,
+                n,
+                k,
+                int(p) if p else None,
+                trig,
+                rules,
+                tuple(keys.get(int(o), ())),
+                int(o) in runs_code,
             )
             for o, s, n, k, p, trig, rules in relations
         ),

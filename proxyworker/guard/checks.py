@@ -92,21 +92,37 @@ def _changed(table: LimitedTable) -> str:
     )
 
 
+def _storage(table: LimitedTable) -> str:
+    """Changes when the table (or a partition) is truncated, rewritten or dropped: those
+    empty it without counting a single deleted row."""
+    return " + ".join(
+        f"COALESCE(pg_catalog.pg_relation_filenode({oid})::bigint, -1)" for oid in table.oids
+    )
+
+
 def baseline_sql(tables: Sequence[LimitedTable]) -> str:
-    counters = ", ".join(f"({_changed(t)})" for t in tables)
+    values = [f"({_changed(t)})" for t in tables] + [f"({_storage(t)})" for t in tables]
     return (
         "DO $sqlproxy$BEGIN IF COALESCE(pg_catalog.current_setting("
         f"{literal(BASELINE_SETTING)}, true), '') = '' THEN PERFORM pg_catalog.set_config("
-        f"{literal(BASELINE_SETTING)}, pg_catalog.concat_ws(',', {counters}), true); "
+        f"{literal(BASELINE_SETTING)}, pg_catalog.concat_ws(',', {', '.join(values)}), true); "
         "END IF; END$sqlproxy$"
     )
 
 
-def limit_check_sql(tables: Sequence[LimitedTable]) -> str:
+_EMPTIED = literal("Table %s was truncated, dropped or rewritten: that changes every row.")
+
+
+def limit_check_sql(tables: Sequence[LimitedTable], immediate: bool = False) -> str:
+    """``immediate``: first fire deferred triggers (autocommit: the commit follows at once,
+    and what they change must be counted before it)."""
     lines = [
         "DO $sqlproxy$DECLARE n bigint; b bigint[] := pg_catalog.string_to_array("
         f"pg_catalog.current_setting({literal(BASELINE_SETTING)}, true), ',')::bigint[]; BEGIN"
     ]
+    if immediate:
+        lines.append("SET CONSTRAINTS ALL IMMEDIATE;")
+    count = len(tables)
     for i, table in enumerate(tables, start=1):
         lines.append(
             f"n := {_changed(table)} - COALESCE(b[{i}], 0); "
@@ -116,6 +132,12 @@ def limit_check_sql(tables: Sequence[LimitedTable]) -> str:
             f"DETAIL = format({_DETAIL}, {literal(table.name)}, n, {table.limit}), "
             f"HINT = {_HINT}; "
             "END IF;"
+        )
+        lines.append(
+            f"IF ({_storage(table)}) IS DISTINCT FROM b[{count + i}] THEN RAISE EXCEPTION USING "
+            f"ERRCODE = {literal(GUARD_SQLSTATE)}, "
+            f"MESSAGE = {literal('sqlproxy: statement refused by table_limits')}, "
+            f"DETAIL = format({_EMPTIED}, {literal(table.name)}), HINT = {_HINT}; END IF;"
         )
     lines.append("END$sqlproxy$")
     return "\n".join(lines)

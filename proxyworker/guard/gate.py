@@ -14,11 +14,13 @@ It also follows what the session changes that the policy depends on (search_path
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from proxyworker.analysis import (
     AnalysisError,
     StatementInfo,
+    StatementKind,
     analyze,
     split_identifier_list,
 )
@@ -30,7 +32,7 @@ from proxyworker.guard.checks import (
     limited_tables,
     raise_sql,
 )
-from proxyworker.guard.static import provably_bounded
+from proxyworker.guard.static import provably_bounded, resolve
 from proxyworker.policy.decision import Allow, Decision, Deny
 from proxyworker.policy.engine import Policy, SessionFacts, deny_unparseable, evaluate
 
@@ -42,6 +44,13 @@ CATALOG_UNKNOWN = Deny(
 )
 
 
+MIXED_TRANSACTION_CONTROL = Deny(
+    "table_limit",
+    "sqlproxy: statement refused: transaction control inside a string that must be verified",
+    detail="Row limits are checked after the statements of one query string; a COMMIT or "
+    "ROLLBACK among them would end the transaction before the check.",
+    hint="Send BEGIN, COMMIT and ROLLBACK as statements of their own.",
+)
 NONSTANDARD_STRINGS = Deny(
     "standard_conforming_strings",
     "sqlproxy: statement refused: standard_conforming_strings is off",
@@ -71,7 +80,8 @@ class Gate:
     catalog: Catalog | None = None
     sticky: dict[int, LimitedTable] = field(default_factory=dict)
     search_path: tuple[str, ...] = ("public",)
-    _check_sql: str | None = None
+    _checks: tuple[str, str] = ("", "")
+    _ddl_at: float = 0.0
     _baseline_sql: str = ""
     _names: dict[tuple[str, str], Relation] = field(default_factory=dict)
     _names_for: Catalog | None = None
@@ -82,66 +92,121 @@ class Gate:
         p = self.policy
         return bool(p.signatures or p.honeytoken_tables or p.limits)
 
-    def decide(self, sql: str) -> Verdict:
+    def decide(self, sql: str, autocommit: bool = False) -> Verdict:
+        """``autocommit``: the server is outside a transaction block, so the statement's
+        own implicit transaction commits right after it."""
         try:
             statements = analyze(sql)
         except AnalysisError as exc:
             return Verdict(deny_unparseable(exc), "denied")
-        facts = SessionFacts(self.user, self.database, self._resolved_path())
-        safe = self.catalog.safe_functions if self.catalog is not None else None
-        decision = evaluate(self.policy, facts, statements, safe)
-        if isinstance(decision, Deny):
-            return Verdict(decision, "denied", statements)
-        self._follow_settings(statements)
-        if decision.verify:
-            if decision.count_before:
-                return Verdict(
-                    Deny(
-                        "table_limit",
-                        "sqlproxy: statement refused by table_limits",
-                        detail=f"Emptying or dropping {', '.join(decision.count_before)} "
-                        "counts as changing every row, which is over its limit.",
-                        hint="Delete in batches within the limit, or ask for a higher limit.",
-                    ),
-                    "denied",
-                    statements,
-                )
-            check = self._check()
-            if check is None:
-                return Verdict(CATALOG_UNKNOWN, "denied", statements)
-            if self._provably_bounded(statements):
-                return Verdict(Allow(alerts=decision.alerts), "static", statements)
-            if not check:
-                return Verdict(decision, "static", statements)
-            return Verdict(decision, "verified", statements, check, self._baseline_sql)
-        return Verdict(decision, "read", statements)
+        verify = False
+        count_before: list[str] = []
+        alerts: list[str] = []
+        for info in statements:
+            # Each statement under the search_path the ones before it set.
+            facts = SessionFacts(self.user, self.database, self._resolved_path())
+            decision = evaluate(self.policy, facts, (info,), self._safe_functions())
+            if isinstance(decision, Deny):
+                return Verdict(decision, "denied", statements)
+            verify = verify or decision.verify or self._reads_code(info)
+            count_before += decision.count_before
+            alerts += decision.alerts
+            self._follow_settings((info,))
+        if any(i.kind in (StatementKind.DDL, StatementKind.UTILITY) for i in statements):
+            self._ddl_at = time.monotonic()  # the catalog may be stale until reloaded
+        allow = Allow(verify=verify, count_before=tuple(count_before), alerts=tuple(alerts))
+        if not verify or not self.policy.limits:
+            return Verdict(allow, "read", statements)
+        if count_before:
+            return Verdict(
+                Deny(
+                    "table_limit",
+                    "sqlproxy: statement refused by table_limits",
+                    detail=f"Emptying or dropping {', '.join(count_before)} "
+                    "counts as changing every row, which is over its limit.",
+                    hint="Delete in batches within the limit, or ask for a higher limit.",
+                ),
+                "denied",
+                statements,
+            )
+        check = self._check(autocommit)
+        if check is None:
+            return Verdict(CATALOG_UNKNOWN, "denied", statements)
+        if not check or self._provably_bounded(statements):
+            return Verdict(allow, "static", statements)
+        if len(statements) > 1 and any(i.kind is StatementKind.TRANSACTION for i in statements):
+            # The check runs after the text: a COMMIT inside it would commit first.
+            return Verdict(MIXED_TRANSACTION_CONTROL, "denied", statements)
+        return Verdict(allow, "verified", statements, check, self._baseline_sql)
+
+    def _safe_functions(self) -> frozenset[str] | None:
+        """Built-ins that cannot write, or None when a name may not mean the built-in: the
+        catalog is unknown, or the search_path puts pg_catalog after a schema of the user's
+        (where a function of the same name would win)."""
+        if self.catalog is None:
+            return None
+        path = self.search_path
+        if "pg_catalog" in path and path.index("pg_catalog") != 0:
+            return None
+        return self.catalog.safe_functions
+
+    def _reads_code(self, info: StatementInfo) -> bool:
+        """Does it read a relation that can run code (a view), or one the catalog does not
+        know? Views hide function calls, so such reads are verified."""
+        if not self.policy.limits or self.catalog is None:
+            return False
+        names = self._names_of(self.catalog)
+        path = self._resolved_path()
+        for ref in info.reads:
+            if ref.schema in ("pg_catalog", "information_schema") or (
+                ref.schema is None and ref.name.startswith("pg_")
+            ):
+                continue  # system catalogs and views call only built-ins
+            found = resolve(ref, names, path)
+            if found is None or found.kind not in ("r", "p", "m"):
+                return True
+        return False
+
+    def _names_of(self, catalog: Catalog) -> dict[tuple[str, str], Relation]:
+        if self._names_for is not catalog:
+            self._names = catalog.by_name()
+            self._names_for = catalog
+        return self._names
 
     def _provably_bounded(self, statements: tuple[StatementInfo, ...]) -> bool:
         catalog = self.catalog
         assert catalog is not None
-        if self._names_for is not catalog:
-            self._names = catalog.by_name()
-            self._names_for = catalog
+        if catalog.loaded_at <= self._ddl_at:
+            return False  # DDL went through since: triggers, rules, defaults may be new
         return provably_bounded(
-            statements, catalog, self._names, self.policy.limits, self.sticky, self._resolved_path()
+            statements,
+            catalog,
+            self._names_of(catalog),
+            self.policy.limits,
+            self.sticky,
+            self._resolved_path(),
         )
 
-    def check_sql(self) -> str | None:
-        return self._check() or None
+    def check_sql(self, autocommit: bool = False) -> str | None:
+        return self._check(autocommit) or None
 
     def baseline(self) -> str | None:
         return self._baseline_sql if self._check() else None
 
-    def _check(self) -> str | None:
+    def _check(self, autocommit: bool = False) -> str | None:
         """The limit check for the current catalog; "" when no table is limited."""
         if self.catalog is None:
             return None
         if self._check_for is not self.catalog:
             tables = limited_tables(self.catalog, self.policy.limits, self.sticky)
-            self._check_sql = limit_check_sql(tables) if tables else ""
+            self._checks = (
+                (limit_check_sql(tables), limit_check_sql(tables, immediate=True))
+                if tables
+                else ("", "")
+            )
             self._baseline_sql = baseline_sql(tables) if tables else ""
             self._check_for = self.catalog
-        return self._check_sql
+        return self._checks[autocommit]
 
     def _resolved_path(self) -> tuple[str, ...]:
         return tuple(self.user if s == "$user" else s for s in self.search_path)

@@ -21,7 +21,7 @@ _DML = (StatementKind.INSERT, StatementKind.UPDATE, StatementKind.DELETE)
 _READABLE = ("r", "p", "m")  # views ("v") may call functions: not provable here
 
 
-def _resolve(
+def resolve(
     ref: RelationRef, names: dict[tuple[str, str], Relation], path: Sequence[str]
 ) -> Relation | None:
     if ref.schema is not None:
@@ -49,11 +49,13 @@ def provably_bounded(
         if len(info.writes) != 1:
             return False
         (target_ref,) = info.writes
-        target = _resolve(target_ref, names, path)
+        target = resolve(target_ref, names, path)
         if target is None or target.kind != "r" or target.triggers or target.rules:
             return False
+        if target.runs_code:  # defaults, generated columns, domain checks call functions
+            return False
         for ref in info.reads:
-            read = _resolve(ref, names, path)
+            read = resolve(ref, names, path)
             if read is None or read.kind not in _READABLE:
                 return False
         limited = target.oid in sticky or limits.limit(target.schema, target.name, ()) is not None

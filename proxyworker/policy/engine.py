@@ -20,9 +20,7 @@ from proxyworker.policy.tables import TableLimits, TableSet
 from proxyworker.ratelimit import TokenBuckets
 
 # Statements that cannot change rows or call code: nothing to verify.
-_INERT = frozenset(
-    {StatementKind.TRANSACTION, StatementKind.SET, StatementKind.FETCH, StatementKind.CLOSE}
-)
+_INERT = frozenset({StatementKind.TRANSACTION, StatementKind.SET, StatementKind.CLOSE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +137,7 @@ def _may_change_rows(info: StatementInfo, safe_functions: frozenset[str] | None)
     return not all(f.removeprefix("pg_catalog.") in safe_functions for f in info.functions)
 
 
-_READS = frozenset({StatementKind.SELECT, StatementKind.FETCH, StatementKind.CLOSE})
+# FETCH and MOVE are not here: they run the cursor's query, and its functions, only then.
+_READS = frozenset({StatementKind.SELECT, StatementKind.CLOSE})
 
 __all__ = ["ALLOW", "Decision", "Deny", "Policy", "SessionFacts", "evaluate"]

@@ -401,3 +401,15 @@ def test_a_verified_write_over_a_limit_of_one_is_refused(guarded: WorkerProcess)
             conn.execute("UPDATE plain_limited SET v = v + 1 WHERE id IN (1, 2)")
         refused(exc, "table_limits")
         assert conn.execute("UPDATE plain_limited SET v = v + 1 WHERE id IN (1)").rowcount == 1
+
+
+def test_it_refuses_transaction_control_inside_a_verified_string(
+    guarded: WorkerProcess, upstream: PgCluster
+) -> None:
+    # Appending the check would run it after this COMMIT: refused, nothing deleted.
+    with simple(guarded, "app") as conn:
+        with pytest.raises(errors.InsufficientPrivilege) as exc:
+            conn.execute("BEGIN; DELETE FROM guarded_users; COMMIT")
+        refused(exc, "transaction control")
+        conn.execute("ROLLBACK")
+    assert user_count(upstream) == 50
