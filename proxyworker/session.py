@@ -118,7 +118,9 @@ def _client_error(view: memoryview) -> tuple[memoryview, bool]:
     return memoryview(rebuilt), True
 
 
-def _resolve_checked_query(held: list[memoryview], prefix: int) -> list[memoryview]:
+def _resolve_checked_query(
+    held: list[memoryview], prefix: int, baseline_released: bool = False
+) -> list[memoryview]:
     """A simple Query run as baseline; client text; check — up to its ReadyForQuery.
 
     A refusal by the check: only its error goes out. Otherwise the two CommandCompletes of
@@ -130,7 +132,8 @@ def _resolve_checked_query(held: list[memoryview], prefix: int) -> list[memoryvi
             return [view]
     failed = any(view[0] == m.ERROR_RESPONSE for view in held)
     completes = [i for i, view in enumerate(held) if view[0] == m.COMMAND_COMPLETE]
-    drop = set(completes[:1] if failed else completes[:1] + completes[-1:])
+    first = [] if baseline_released else completes[:1]  # already dropped at CopyInResponse
+    drop = set(first if failed else first + completes[-1:])
     return [
         _shift_position(view, prefix) if view[0] == m.ERROR_RESPONSE else view
         for i, view in enumerate(held)
@@ -209,6 +212,7 @@ class ClientSession(asyncio.Protocol):
         self._last_tag = b""
         self._guard_refusal: str | None = None  # a refusal raised by the server-side check
         self._server_fatal = False
+        self._baseline_released = False  # a COPY FROM STDIN under the check already started
         self._carry = False  # the server framer held part of a message after the last chunk
         self._poisoned = b""  # the refusal to send at ReadyForQuery, once a value was seen
         self._statements: PreparedStatements | None = None  # transaction mode only
@@ -427,10 +431,21 @@ class ClientSession(asyncio.Protocol):
             return None
         if action is Action.CHECK_QUERY and kind == m.READY_FOR_QUERY:
             assert held is not None
-            out.extend(_resolve_checked_query(held, self._query_prefix.popleft()))
+            prefix = self._query_prefix.popleft()
+            out.extend(_resolve_checked_query(held, prefix, self._baseline_released))
             out.append(view)
-            self._held, self._held_bytes = None, 0
+            self._held, self._held_bytes, self._baseline_released = None, 0, False
             return out
+        if action is Action.CHECK_QUERY and kind == m.COPY_IN_RESPONSE and held is not None:
+            # The client must see this to start sending. Before it came the baseline's
+            # CommandComplete (dropped) and results of statements before the COPY.
+            completes = [i for i, v in enumerate(held) if v[0] == m.COMMAND_COMPLETE]
+            if completes and not self._baseline_released:
+                del held[completes[0]]
+            out.extend(held)
+            out.append(view)
+            self._held, self._held_bytes, self._baseline_released = [], 0, True
+            return None
         if held is None:
             held = self._held = []
         if action is Action.HOLD and kind == m.ERROR_RESPONSE and ends:

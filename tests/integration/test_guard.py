@@ -413,3 +413,30 @@ def test_it_refuses_transaction_control_inside_a_verified_string(
         refused(exc, "transaction control")
         conn.execute("ROLLBACK")
     assert user_count(upstream) == 50
+
+
+def test_it_verifies_copy_from_stdin_into_a_table_with_a_trigger(
+    guarded: WorkerProcess, upstream: PgCluster, db: str
+) -> None:
+    with upstream.connect() as direct:
+        direct.execute(
+            "CREATE TABLE IF NOT EXISTS copy_sink (x int);"
+            "CREATE OR REPLACE FUNCTION copy_sink_wipe() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN DELETE FROM guarded_users WHERE id > 40; RETURN NEW; END$$;"
+            "DROP TRIGGER IF EXISTS copy_sink_wipe ON copy_sink;"
+            "CREATE TRIGGER copy_sink_wipe AFTER INSERT ON copy_sink "
+            "FOR EACH STATEMENT EXECUTE FUNCTION copy_sink_wipe()"
+        )
+    with simple(guarded, db) as conn, conn.cursor() as cur:
+        with (
+            pytest.raises(errors.InsufficientPrivilege) as exc,
+            cur.copy("COPY copy_sink FROM STDIN") as copy,
+        ):
+            copy.write_row((1,))
+        refused(exc, "table_limits")
+        with upstream.connect() as direct:
+            direct.execute("DROP TRIGGER copy_sink_wipe ON copy_sink")
+        with cur.copy("COPY copy_sink FROM STDIN") as copy:
+            copy.write_row((2,))
+        assert cur.statusmessage == "COPY 1"
+    assert user_count(upstream) == 50
