@@ -36,6 +36,7 @@ class Effects:
     __slots__ = (
         "body",
         "cascade",
+        "cast_types",
         "copy_program",
         "copy_server_file",
         "ddl_routines",
@@ -47,6 +48,7 @@ class Effects:
         "functions",
         "has_where",
         "key_columns",
+        "operators",
         "portal_name",
         "prepared_name",
         "reads",
@@ -72,6 +74,8 @@ class Effects:
         self.settings: list[SettingChange] = []
         self.body: list[StatementInfo] = []
         self.has_where = False
+        self.operators: set[str] = set()
+        self.cast_types: set[str] = set()
         self.key_columns: frozenset[str] = frozenset()
         self.upsert = False
         self.returning = False
@@ -98,6 +102,8 @@ class Effects:
         self.truncates |= info.truncates
         self.drops |= info.drops
         self.functions |= info.functions
+        self.operators |= info.operators
+        self.cast_types |= info.cast_types
         self.ddl_routines |= info.ddl_routines
         self.ddl_schemas |= info.ddl_schemas
         self.copy_program |= info.copy_program
@@ -118,6 +124,8 @@ class Effects:
             truncates=_frozen(self.truncates),
             drops=_frozen(self.drops),
             functions=_frozen(self.functions),
+            operators=_frozen(self.operators),
+            cast_types=_frozen(self.cast_types),
             ddl_routines=_frozen(self.ddl_routines),
             ddl_schemas=_frozen(self.ddl_schemas),
             has_where=self.has_where,

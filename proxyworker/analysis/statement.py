@@ -133,6 +133,10 @@ class StatementInfo:
     # Every function or procedure called, named as written ("pg_catalog.pg_read_file" or
     # "pg_read_file"), folded like identifiers; trigger functions named by CREATE TRIGGER too.
     functions: frozenset[str] = _NO_NAMES
+    # Operators used (a user-defined one calls a function) and types cast to (a cast to a
+    # domain runs its CHECK constraints), named as written.
+    operators: frozenset[str] = _NO_NAMES
+    cast_types: frozenset[str] = _NO_NAMES
     # Functions and procedures created, replaced, altered, renamed, dropped or granted on.
     ddl_routines: frozenset[str] = _NO_NAMES
     # Schemas created, renamed (old and new name), dropped, re-owned or granted on, including

@@ -205,7 +205,22 @@ def _table_like(w: Walker, fields: Node, role: int, scope: Scope) -> None:
         w.effects.reads.add(relation_ref(relation))
 
 
+def _operator(w: Walker, fields: Node, role: int, scope: Scope) -> None:
+    # A user-defined operator is a function call in disguise.
+    w.effects.operators.add(qualified_name(name_parts(fields.get("name") or [])))
+    w.walk([fields.get("lexpr"), fields.get("rexpr")], READ, scope)
+
+
+def _type_cast(w: Walker, fields: Node, role: int, scope: Scope) -> None:
+    # A cast to a domain runs the domain's CHECK constraints, which may call functions.
+    type_name = fields.get("typeName") or {}
+    w.effects.cast_types.add(qualified_name(name_parts(type_name.get("names") or [])))
+    w.walk(fields.get("arg"), READ, scope)
+
+
 _HANDLERS: dict[str, _Handler] = {
+    "A_Expr": _operator,
+    "TypeCast": _type_cast,
     "SelectStmt": _select,
     "InsertStmt": _insert_or_merge,
     "UpdateStmt": _update_or_delete,

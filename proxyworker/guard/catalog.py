@@ -12,6 +12,7 @@ through. Until it is loaded, statements that would need it are denied (fail clos
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -67,6 +68,10 @@ class Catalog:
     safe_functions: frozenset[str]
     relations: tuple[Relation, ...]
     loaded_at: float = field(default_factory=time.monotonic)
+    user_operators: frozenset[str] = frozenset()
+    """Operators outside pg_catalog (name and schema.name): each calls a user function."""
+    domains: frozenset[str] = frozenset()
+    """Domain types (name and schema.name): a cast to one runs its CHECK constraints."""
 
     def tables(self) -> list[Relation]:
         return [r for r in self.relations if r.kind in ("r", "p")]
@@ -113,6 +118,22 @@ WHERE a.attnum > 0 AND NOT a.attisdropped
 """
 
 
+_USER_OPERATORS = """
+SELECT DISTINCT n.nspname, o.oprname FROM pg_catalog.pg_operator o
+JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+_DOMAINS = """
+SELECT n.nspname, t.typname FROM pg_catalog.pg_type t
+JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+WHERE t.typtype = 'd' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+
+def _names(rows: list[tuple[str, str]]) -> frozenset[str]:
+    return frozenset(name for schema, n in rows for name in (n, f"{schema}.{n}"))
+
+
 def conninfo(target: Upstream) -> str:
     params = {
         "host": target.host,
@@ -137,12 +158,16 @@ async def load(target: Upstream, timeout: float) -> Catalog:
             relations = await (await conn.execute(_RELATIONS)).fetchall()
             unique = await (await conn.execute(_UNIQUE_KEYS)).fetchall()
             runs_code = {int(r[0]) for r in await (await conn.execute(_RUNS_CODE)).fetchall()}
+            operators = await (await conn.execute(_USER_OPERATORS)).fetchall()
+            domains = await (await conn.execute(_DOMAINS)).fetchall()
     keys: dict[int, list[frozenset[str]]] = {}
     for relid, columns in unique:
         keys.setdefault(int(relid), []).append(frozenset(columns))
     safe = {name for name, vol in functions if vol in ("i", "s") and name not in _RUNS_TEXT}
     safe |= _HARMLESS_VOLATILE
     return Catalog(
+        user_operators=_names(operators),
+        domains=_names(domains),
         safe_functions=frozenset(safe),
         relations=tuple(
             Relation(
@@ -196,7 +221,7 @@ class CatalogCache:
     def invalidate(self) -> None:
         """DDL passed through: reload before the next decision that needs it."""
         if self.current is not None:
-            self.current = Catalog(self.current.safe_functions, self.current.relations, 0.0)
+            self.current = dataclasses.replace(self.current, loaded_at=0.0)
 
     def _start_refresh(self) -> None:
         if self._loading is not None and not self._loading.done():

@@ -151,11 +151,16 @@ class Gate:
         return self.catalog.safe_functions
 
     def _reads_code(self, info: StatementInfo) -> bool:
-        """Does it read a relation that can run code (a view), or one the catalog does not
-        know? Views hide function calls, so such reads are verified."""
+        """Can evaluating it run code the analysis cannot name: a view (or a relation the
+        catalog does not know), a user-defined operator, a cast to a domain?"""
         if not self.policy.limits or self.catalog is None:
             return False
-        names = self._names_of(self.catalog)
+        catalog = self.catalog
+        if not info.operators.isdisjoint(catalog.user_operators) or not info.cast_types.isdisjoint(
+            catalog.domains
+        ):
+            return True  # a user-defined operator or a domain CHECK calls functions
+        names = self._names_of(catalog)
         path = self._resolved_path()
         for ref in info.reads:
             if ref.schema in ("pg_catalog", "information_schema") or (

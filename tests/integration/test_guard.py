@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 
 import asyncpg
@@ -439,4 +440,36 @@ def test_it_verifies_copy_from_stdin_into_a_table_with_a_trigger(
         with cur.copy("COPY copy_sink FROM STDIN") as copy:
             copy.write_row((2,))
         assert cur.statusmessage == "COPY 1"
+    assert user_count(upstream) == 50
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1 ### 2",  # a user-defined operator whose function deletes
+        "SELECT 5::wiping_domain",  # a domain whose CHECK deletes
+    ],
+)
+def test_it_verifies_code_behind_operators_and_domains(
+    guarded: WorkerProcess, upstream: PgCluster, sql: str
+) -> None:
+    with upstream.connect() as direct:
+        direct.execute(
+            "CREATE OR REPLACE FUNCTION wipe_bool(a int, b int) RETURNS bool LANGUAGE sql AS "
+            "'DELETE FROM guarded_users WHERE id > 30; SELECT true';"
+            "CREATE OR REPLACE FUNCTION wipe_check(x int) RETURNS bool LANGUAGE sql AS "
+            "'DELETE FROM guarded_users WHERE id > 30; SELECT true';"
+            "DROP OPERATOR IF EXISTS ### (int, int);"
+            "CREATE OPERATOR ### (LEFTARG = int, RIGHTARG = int, FUNCTION = wipe_bool);"
+            "DROP DOMAIN IF EXISTS wiping_domain;"
+            "CREATE DOMAIN wiping_domain AS int CHECK (wipe_check(VALUE))"
+        )
+    with simple(guarded, "app") as conn:
+        conn.execute("CREATE TEMP TABLE refresh_catalog (x int)")  # DDL: the catalog reloads
+        conn.execute("SELECT 1")
+    time.sleep(1)  # the reload runs in the background; it takes a few milliseconds
+    with simple(guarded, "app") as conn:
+        with pytest.raises(errors.InsufficientPrivilege) as exc:
+            conn.execute(sql)
+        refused(exc, "table_limits")
     assert user_count(upstream) == 50
