@@ -76,7 +76,15 @@ _RATE_REFUSAL = raise_sql(
 )
 # Messages whose content could carry a honeytoken value to the client.
 _CARRIERS = frozenset(
-    {m.DATA_ROW, m.COPY_DATA, m.NOTICE_RESPONSE, m.ERROR_RESPONSE, m.NOTIFICATION_RESPONSE}
+    {
+        m.DATA_ROW,
+        m.COPY_DATA,
+        m.NOTICE_RESPONSE,
+        m.ERROR_RESPONSE,
+        m.NOTIFICATION_RESPONSE,
+        m.ROW_DESCRIPTION,  # a value used as a column name
+        m.PARAMETER_STATUS,  # a value set as application_name
+    }
 )
 # Extended-protocol messages that are answered, and the request each one is.
 _EXTENDED = {

@@ -46,7 +46,8 @@ CATALOG_UNKNOWN = Deny(
 
 MIXED_TRANSACTION_CONTROL = Deny(
     "table_limit",
-    "sqlproxy: statement refused: transaction control inside a string that must be verified",
+    "sqlproxy: statement refused by table_limits: transaction control inside a string that "
+    "must be verified",
     detail="Row limits are checked after the statements of one query string; a COMMIT or "
     "ROLLBACK among them would end the transaction before the check.",
     hint="Send BEGIN, COMMIT and ROLLBACK as statements of their own.",

@@ -47,7 +47,12 @@ class Policy:
         return cls(
             limits=TableLimits(config.table_limits),
             honeytoken_tables=TableSet(tokens.tables),
-            honeytoken_values=tuple(v.encode() for v in tokens.values),
+            # Byte for byte, and as bytea prints it in text format (hex).
+            honeytoken_values=tuple(
+                form
+                for v in tokens.values
+                for form in (v.encode(), b"\\x" + v.encode().hex().encode())
+            ),
             honeytoken_alert=tokens.action == "alert",
             signatures=active_signatures(
                 config.signatures.enabled,

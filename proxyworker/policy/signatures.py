@@ -11,7 +11,7 @@ import fnmatch
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from proxyworker.analysis import StatementInfo
+from proxyworker.analysis import RelationRef, SettingChange, StatementInfo
 from proxyworker.config.policy import CustomSignature
 
 
@@ -27,6 +27,10 @@ class Signature:
     test: Callable[[StatementInfo], bool] | None = None
     message: str = ""
 
+
+_PG_SETTINGS: frozenset[RelationRef] = frozenset(
+    {RelationRef(None, "pg_settings"), RelationRef("pg_catalog", "pg_settings")}
+)
 
 DEFAULT_SIGNATURES: tuple[Signature, ...] = (
     Signature(
@@ -75,9 +79,12 @@ DEFAULT_SIGNATURES: tuple[Signature, ...] = (
         "proxy-settings",
         "Changing the proxy's own transaction settings (sqlproxy.*), or a setting whose "
         "name is not a constant: the guard's baseline lives there.",
-        test=lambda info: any(
-            (c.name is None and not c.exact) or (c.name or "").startswith("sqlproxy.")
-            for c in info.settings
+        test=lambda info: (
+            not info.writes.isdisjoint(_PG_SETTINGS)
+            or any(
+                (c.name is None and not c.exact) or (c.name or "").startswith("sqlproxy.")
+                for c in info.settings
+            )
         ),
     ),
     Signature(
@@ -92,6 +99,10 @@ def _base(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
+# UPDATE pg_settings changes settings through the view's rule: any name, as set_config would.
+_ANY_SETTING = SettingChange(None, None, exact=False)
+
+
 def first_match(signatures: Sequence[Signature], info: StatementInfo) -> Signature | None:
     """The first signature that matches the statement or anything nested in it. What the
     signatures look at is gathered once per statement, not once per signature."""
@@ -99,6 +110,8 @@ def first_match(signatures: Sequence[Signature], info: StatementInfo) -> Signatu
     commands = {s.command for s in nested}
     # A setting name that is not a constant (set_config(var, ...)) could be any of them.
     changes = [c for s in nested for c in s.settings if not c.reset]
+    if not info.writes.isdisjoint(_PG_SETTINGS):
+        changes.append(_ANY_SETTING)
     for signature in signatures:
         if (
             signature.functions

@@ -473,3 +473,23 @@ def test_it_verifies_code_behind_operators_and_domains(
             conn.execute(sql)
         refused(exc, "table_limits")
     assert user_count(upstream) == 50
+
+
+@pytest.mark.parametrize(
+    ("sql", "rule"),
+    [
+        ("SELECT 1 AS \"canary-7f3a9c\"", "honeytoken value"),
+        ("SELECT decode('63616e6172792d376633613963', 'hex')", "honeytoken value"),
+        ("SELECT set_config('application_name', 'canary-' || '7f3a9c', false)", "honeytoken value"),
+        ("UPDATE pg_settings SET setting = 'replica' WHERE name = 'session_replication_role'",
+         "signature"),
+    ],
+)  # fmt: skip
+def test_it_catches_values_and_settings_in_less_obvious_places(
+    guarded: WorkerProcess, db: str, sql: str, rule: str
+) -> None:
+    with simple(guarded, db) as conn:
+        with pytest.raises(errors.InsufficientPrivilege) as exc:
+            conn.execute(sql)
+        refused(exc, rule)
+        assert conn.execute("SHOW session_replication_role").fetchone() == ("origin",)
