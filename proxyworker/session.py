@@ -29,7 +29,6 @@ from collections import deque
 from typing import TYPE_CHECKING, Literal, cast
 
 from proxyworker import metrics
-from proxyworker.analysis import StatementKind
 from proxyworker.config.events import AuditEvent
 from proxyworker.guard.checks import CLIENT_SQLSTATE, RATE_SQLSTATE, raise_sql
 from proxyworker.guard.gate import NONSTANDARD_STRINGS, Gate, Verdict, deny_statement
@@ -780,8 +779,6 @@ class ClientSession(asyncio.Protocol):
             return Verdict(sql, "denied")
         verdict = gate.decide(sql, autocommit=server.status == _STATUS_IDLE)
         metrics.GUARD_PATHS.labels(verdict.path).inc()
-        if any(info.kind is StatementKind.DDL for info in verdict.statements):
-            self.pool.catalog.invalidate()
         self._record(verdict, protocol)
         return verdict
 
@@ -983,6 +980,10 @@ class ClientSession(asyncio.Protocol):
 
     def _request_cycle_done(self, server: ServerConnection) -> None:
         """Called when no request is in flight: drain, or give back the server."""
+        gate = self.gate
+        if gate is not None and server.status == _STATUS_IDLE and gate.transaction_ended():
+            assert self.pool is not None
+            self.pool.catalog.invalidate()
         if self.worker.draining and server.status == _STATUS_IDLE and not self._unsynced:
             self.fatal("57P01", "sqlproxy: terminating connection because the worker is stopping")
             return

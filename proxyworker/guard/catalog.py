@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from proxyworker.analysis import AnalysisError, analyze
 from proxyworker.config.schema import Upstream
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ class Catalog:
     """Operators outside pg_catalog (name and schema.name): each calls a user function."""
     domains: frozenset[str] = frozenset()
     """Domain types (name and schema.name): a cast to one runs its CHECK constraints."""
+    calls: dict[str, frozenset[str]] = field(default_factory=dict)
+    """User functions and views (name and schema.name) -> every function they call, through
+    other user functions too: what a signature must see behind a call or a read."""
 
     def tables(self) -> list[Relation]:
         return [r for r in self.relations if r.kind in ("r", "p")]
@@ -130,6 +134,45 @@ WHERE t.typtype = 'd' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 
 
+_CODE = """
+SELECT n.nspname, p.proname, pg_catalog.pg_get_functiondef(p.oid)
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.prokind IN ('f', 'p')
+  AND l.lanname IN ('sql', 'plpgsql')
+UNION ALL
+SELECT n.nspname, c.relname, pg_catalog.pg_get_viewdef(c.oid)
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+
+def _calls(rows: list[tuple[str, str, str]]) -> dict[str, frozenset[str]]:
+    """What each user function and view calls, closed over calls to each other."""
+    direct: dict[str, set[str]] = {}
+    for schema, name, text in rows:
+        try:
+            infos = analyze(text)
+        except AnalysisError:
+            called = {"\x00unanalysable"}  # never matches a safe built-in: verified
+        else:
+            called = {f for info in infos for f in info.functions}
+        for key in (name, f"{schema}.{name}"):
+            direct.setdefault(key, set()).update(called)
+    for _ in range(8):  # nesting deeper than this is rare; each pass adds a level
+        grew = False
+        for called in direct.values():
+            extra = set().union(*(direct.get(f, set()) for f in called)) - called
+            if extra:
+                called |= extra
+                grew = True
+        if not grew:
+            break
+    return {key: frozenset(v) for key, v in direct.items()}
+
+
 def _names(rows: list[tuple[str, str]]) -> frozenset[str]:
     return frozenset(name for schema, n in rows for name in (n, f"{schema}.{n}"))
 
@@ -160,6 +203,7 @@ async def load(target: Upstream, timeout: float) -> Catalog:
             runs_code = {int(r[0]) for r in await (await conn.execute(_RUNS_CODE)).fetchall()}
             operators = await (await conn.execute(_USER_OPERATORS)).fetchall()
             domains = await (await conn.execute(_DOMAINS)).fetchall()
+            code = await (await conn.execute(_CODE)).fetchall()
     keys: dict[int, list[frozenset[str]]] = {}
     for relid, columns in unique:
         keys.setdefault(int(relid), []).append(frozenset(columns))
@@ -168,6 +212,7 @@ async def load(target: Upstream, timeout: float) -> Catalog:
     return Catalog(
         user_operators=_names(operators),
         domains=_names(domains),
+        calls=_calls(code),
         safe_functions=frozenset(safe),
         relations=tuple(
             Relation(
@@ -222,6 +267,7 @@ class CatalogCache:
         """DDL passed through: reload before the next decision that needs it."""
         if self.current is not None:
             self.current = dataclasses.replace(self.current, loaded_at=0.0)
+        self._start_refresh()
 
     def _start_refresh(self) -> None:
         if self._loading is not None and not self._loading.done():

@@ -14,6 +14,7 @@ It also follows what the session changes that the policy depends on (search_path
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -83,6 +84,9 @@ class Gate:
     search_path: tuple[str, ...] = ("public",)
     _checks: tuple[str, str] = ("", "")
     _ddl_at: float = 0.0
+    ddl_pending: bool = False
+    """DDL went through in the current transaction: no static path until the catalog has
+    been reloaded after it ended (another connection sees the DDL only once committed)."""
     _baseline_sql: str = ""
     _names: dict[tuple[str, str], Relation] = field(default_factory=dict)
     _names_for: Catalog | None = None
@@ -106,7 +110,8 @@ class Gate:
         for info in statements:
             # Each statement under the search_path the ones before it set.
             facts = SessionFacts(self.user, self.database, self._resolved_path())
-            decision = evaluate(self.policy, facts, (info,), self._safe_functions())
+            seen = self._behind_calls(info)
+            decision = evaluate(self.policy, facts, (seen,), self._safe_functions())
             if isinstance(decision, Deny):
                 return Verdict(decision, "denied", statements)
             verify = verify or decision.verify or self._reads_code(info)
@@ -114,7 +119,7 @@ class Gate:
             alerts += decision.alerts
             self._follow_settings((info,))
         if any(i.kind in (StatementKind.DDL, StatementKind.UTILITY) for i in statements):
-            self._ddl_at = time.monotonic()  # the catalog may be stale until reloaded
+            self.ddl_pending = True  # the catalog is stale until it is reloaded after commit
         allow = Allow(verify=verify, count_before=tuple(count_before), alerts=tuple(alerts))
         if not verify or not self.policy.limits:
             return Verdict(allow, "read", statements)
@@ -139,6 +144,30 @@ class Gate:
             # The check runs after the text: a COMMIT inside it would commit first.
             return Verdict(MIXED_TRANSACTION_CONTROL, "denied", statements)
         return Verdict(allow, "verified", statements, check, self._baseline_sql)
+
+    def _behind_calls(self, info: StatementInfo) -> StatementInfo:
+        """The statement with the functions its user functions and views call added, so a
+        signature sees pg_read_file behind a view or a wrapper function."""
+        calls = self.catalog.calls if self.catalog is not None else None
+        if not calls:
+            return info
+        names = (
+            set(info.functions)
+            | {str(ref) for ref in info.reads}
+            | {ref.name for ref in info.reads}
+        )
+        hidden = frozenset().union(*(calls.get(n, frozenset()) for n in names))
+        if hidden <= info.functions:
+            return info
+        return dataclasses.replace(info, functions=info.functions | hidden)
+
+    def transaction_ended(self) -> bool:
+        """After a transaction with DDL: returns True once, when the catalog must reload."""
+        if not self.ddl_pending:
+            return False
+        self.ddl_pending = False
+        self._ddl_at = time.monotonic()
+        return True
 
     def _safe_functions(self) -> frozenset[str] | None:
         """Built-ins that cannot write, or None when a name may not mean the built-in: the
@@ -182,7 +211,7 @@ class Gate:
     def _provably_bounded(self, statements: tuple[StatementInfo, ...]) -> bool:
         catalog = self.catalog
         assert catalog is not None
-        if catalog.loaded_at <= self._ddl_at:
+        if self.ddl_pending or catalog.loaded_at <= self._ddl_at:
             return False  # DDL went through since: triggers, rules, defaults may be new
         return provably_bounded(
             statements,

@@ -493,3 +493,30 @@ def test_it_catches_values_and_settings_in_less_obvious_places(
             conn.execute(sql)
         refused(exc, rule)
         assert conn.execute("SHOW session_replication_role").fetchone() == ("origin",)
+
+
+@pytest.mark.parametrize(
+    ("sql", "signature"),
+    [
+        ("SELECT * FROM file_peek", "server-file-access"),  # a view over pg_read_file
+        ("SELECT nap()", "sleep"),  # a wrapper function around pg_sleep
+        ("SELECT outer_nap()", "sleep"),  # a wrapper around the wrapper
+    ],
+)
+def test_it_sees_signatures_behind_views_and_functions(
+    guarded: WorkerProcess, upstream: PgCluster, sql: str, signature: str
+) -> None:
+    with upstream.connect() as direct:
+        direct.execute(
+            "CREATE OR REPLACE VIEW file_peek AS SELECT pg_read_file('/etc/hostname') AS f;"
+            "CREATE OR REPLACE FUNCTION nap() RETURNS void LANGUAGE plpgsql AS "
+            "$$BEGIN PERFORM pg_sleep(0); END$$;"
+            "CREATE OR REPLACE FUNCTION outer_nap() RETURNS void LANGUAGE sql AS 'SELECT nap()'"
+        )
+    with simple(guarded, "app") as conn:
+        conn.execute("CREATE TEMP TABLE refresh_catalog_2 (x int)")  # DDL: the catalog reloads
+    time.sleep(1)  # the reload runs in the background
+    with simple(guarded, "app") as conn:
+        with pytest.raises(errors.InsufficientPrivilege) as exc:
+            conn.execute(sql)
+        refused(exc, f"signature {signature}")
