@@ -239,13 +239,19 @@ def parse_target(body: bytes | memoryview) -> tuple[int, str]:
 
 
 def parse_fields(body: bytes | memoryview) -> dict[str, str]:
-    """ErrorResponse/NoticeResponse fields keyed by their one-letter code."""
+    """ErrorResponse/NoticeResponse fields keyed by their one-letter code.
+
+    Never raises: the text is in the session's client_encoding, which need not be UTF-8, so
+    what does not decode is replaced rather than treated as a protocol violation."""
+    raw = bytes(body)
     fields: dict[str, str] = {}
     pos = 0
-    while pos < len(body) and body[pos] != 0:
-        code = chr(body[pos])
-        value, pos = read_cstr(body, pos + 1)
-        fields[code] = value
+    while pos < len(raw) and raw[pos] != 0:
+        end = raw.find(b"\x00", pos + 1)
+        if end < 0:
+            break
+        fields[chr(raw[pos])] = raw[pos + 1 : end].decode("utf-8", errors="replace")
+        pos = end + 1
     return fields
 
 

@@ -111,3 +111,12 @@ def test_it_returns_exactly_what_a_direct_connection_returns(
         assert proxied.execute(sql).fetchall() == direct.execute(sql).fetchall()
         binary = proxied.cursor(binary=True).execute(sql).fetchall()
         assert binary == direct.cursor(binary=True).execute(sql).fetchall()
+
+
+def test_it_relays_errors_in_a_non_utf8_client_encoding(worker: WorkerProcess, db: str) -> None:
+    with psycopg.connect(worker.dsn(db), autocommit=True) as conn:
+        conn.execute("SET client_encoding = 'LATIN9'")
+        with pytest.raises(errors.RaiseException) as exc:
+            conn.execute("DO $$BEGIN RAISE EXCEPTION 'café €'; END$$")
+        assert exc.value.diag.message_primary == "café €"
+        assert conn.execute("SELECT 'ok'").fetchone() == ("ok",)

@@ -50,3 +50,11 @@ def test_it_rejects_malformed_startup_packets(packet: bytes, message: str) -> No
 def test_it_caps_startup_packet_lengths(length: int) -> None:
     with pytest.raises(m.MalformedMessage, match="invalid startup packet length"):
         packet_length(struct.pack("!i", length))
+
+
+def test_error_fields_in_another_encoding_never_raise() -> None:
+    # latin9 text from a server whose client_encoding is not UTF-8
+    body = b"SERROR\x00VFATAL\x00C22021\x00Mcaf\xe9 \xa4\x00\x00"
+    fields = m.parse_fields(body)
+    assert (fields["V"], fields["C"]) == ("FATAL", "22021")
+    assert fields["M"].startswith("caf")
