@@ -90,6 +90,13 @@ def simple(proc: WorkerProcess, db: str) -> psycopg.Connection:
     return psycopg.connect(proc.dsn(db), autocommit=True, cursor_factory=psycopg.ClientCursor)
 
 
+def connect(proc: WorkerProcess, db: str, protocol: str) -> psycopg.Connection:
+    """psycopg over the simple protocol (ClientCursor) or the extended one (the default)."""
+    if protocol == "simple":
+        return simple(proc, db)
+    return psycopg.connect(proc.dsn(db), autocommit=True)
+
+
 def refused(exc: pytest.ExceptionInfo[psycopg.Error], rule: str) -> None:
     assert exc.value.sqlstate == "42501", exc.value
     assert exc.value.diag.message_primary is not None
@@ -101,11 +108,7 @@ def refused(exc: pytest.ExceptionInfo[psycopg.Error], rule: str) -> None:
 def test_it_denies_signatures_and_stays_usable(
     guarded: WorkerProcess, db: str, protocol: str
 ) -> None:
-    conn = (
-        simple(guarded, db)
-        if protocol == "simple"
-        else psycopg.connect(guarded.dsn(db), autocommit=True)
-    )
+    conn = connect(guarded, db, protocol)
     with conn:
         for sql in (
             "SELECT pg_read_file('/etc/passwd')",
@@ -294,11 +297,7 @@ def test_it_never_lets_a_honeytoken_value_out(guarded: WorkerProcess, db: str, s
 def test_it_stops_honeytoken_values_in_copy_and_extended_results(
     guarded: WorkerProcess, db: str, protocol: str
 ) -> None:
-    conn = (
-        simple(guarded, db)
-        if protocol == "simple"
-        else psycopg.connect(guarded.dsn(db), autocommit=True)
-    )
+    conn = connect(guarded, db, protocol)
     with conn:
         with pytest.raises(errors.InsufficientPrivilege) as exc:
             conn.execute("SELECT id, body FROM notes WHERE id >= %s ORDER BY id", (1,)).fetchall()
