@@ -424,9 +424,16 @@ class ClientSession(asyncio.Protocol):
         self, action: Action, kind: int, view: memoryview, ends: bool, out: list[bytes | memoryview]
     ) -> list[bytes | memoryview] | None:
         """Route one answer that is not simply forwarded; returns where its continuation goes."""
-        if action is Action.SWALLOW:
-            return None
         held = self._held
+        if action is Action.SWALLOW:
+            if kind == m.ERROR_RESPONSE:
+                # A request the worker injected failed (a replayed Parse whose table is gone):
+                # the server now skips to the Sync, so the client must get this error.
+                if held:
+                    out.extend(held)
+                    self._held, self._held_bytes = None, 0
+                out.append(view)
+            return None
         if action is Action.CHECK:
             # The extended-protocol check: success releases what was held, failure drops it.
             if kind == m.ERROR_RESPONSE:
