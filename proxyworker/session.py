@@ -66,6 +66,11 @@ log = logging.getLogger(__name__)
 _NOT_FORWARDED = frozenset({"user", "database", "replication"})
 _AUTH_MAX_MESSAGE = 16384
 _STATUS_IDLE = b"I"
+_FUNCTION_CALL_REFUSAL = raise_sql(
+    "sqlproxy: the FunctionCall protocol message is not allowed",
+    detail="FunctionCall carries no SQL text the proxy could check.",
+    hint="Call the function with SELECT, or set listen.allow_function_call.",
+)
 _UNSAMPLED = "\x00unsampled"  # marks a kept event that is not emitted if allowed
 _RATE_REFUSAL = raise_sql(
     "sqlproxy: statement refused by rate_limits",
@@ -943,13 +948,7 @@ class ClientSession(asyncio.Protocol):
         """Replace a FunctionCall with a statement that fails the same way on the server, so
         the error arrives in order and aborts the transaction as a real error would."""
         metrics.ERRORS.labels("function_call_denied").inc()
-        return m.query(
-            "DO $sqlproxy$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', "
-            "MESSAGE = 'sqlproxy: the FunctionCall protocol message is not allowed', "
-            "DETAIL = 'FunctionCall carries no SQL text the proxy could check.', "
-            "HINT = 'Call the function with SELECT, or set listen.allow_function_call.'; "
-            "END$sqlproxy$"
-        )
+        return m.query(_FUNCTION_CALL_REFUSAL)
 
     # --- transaction pooling: server connections come and go ------------------------------
 

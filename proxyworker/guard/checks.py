@@ -11,7 +11,7 @@ Errors the guard raises carry the private SQLSTATE ``SP401``; the session rewrit
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from proxyworker.guard.catalog import Catalog
@@ -141,7 +141,3 @@ def limit_check_sql(tables: Sequence[LimitedTable], immediate: bool = False) -> 
         )
     lines.append("END$sqlproxy$")
     return "\n".join(lines)
-
-
-def names(tables: Iterable[LimitedTable]) -> list[str]:
-    return [t.name for t in tables]

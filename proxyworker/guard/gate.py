@@ -260,7 +260,3 @@ class Gate:
 
 def deny_statement(decision: Deny) -> str:
     return raise_sql(decision.message, decision.detail, decision.hint)
-
-
-def verify_allowed(decision: Decision) -> bool:
-    return isinstance(decision, Allow) and decision.verify

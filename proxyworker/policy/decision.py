@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DENIED = "42501"  # insufficient_privilege: every policy refusal
-RATE_LIMITED = "53400"  # configuration_limit_exceeded: rate limits
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,7 +67,6 @@ CANCEL_REQUEST = 80877102
 
 _I32 = struct.Struct("!i")
 _HDR = struct.Struct("!ci")
-_U32 = struct.Struct("!I")
 
 
 def message(kind: int, body: bytes = b"") -> bytes:
@@ -130,14 +129,6 @@ def error_response(
     hint: str | None = None,
 ) -> bytes:
     return message(ERROR_RESPONSE, _fields(severity, code, text, detail, hint))
-
-
-def notice_response(text: str, *, code: str = "00000", detail: str | None = None) -> bytes:
-    return message(NOTICE_RESPONSE, _fields("NOTICE", code, text, detail, None))
-
-
-def command_complete(tag: str) -> bytes:
-    return message(COMMAND_COMPLETE, cstr(tag))
 
 
 # --- frontend messages the worker writes to servers --------------------------------------
@@ -203,10 +194,6 @@ def read_i32(body: bytes | memoryview, offset: int) -> int:
     return value
 
 
-def parse_query(body: bytes | memoryview) -> str:
-    return read_cstr(body, 0)[0]
-
-
 @dataclass(frozen=True, slots=True)
 class ParseMessage:
     name: str
@@ -265,8 +252,3 @@ def header(data: bytes | memoryview, offset: int = 0) -> tuple[int, int]:
     """(type, length including the length field) of the message starting at ``offset``."""
     kind, length = _HDR.unpack_from(data, offset)
     return kind[0], length
-
-
-def u32(data: bytes | memoryview, offset: int = 0) -> int:
-    value: int = _U32.unpack_from(data, offset)[0]
-    return value
