@@ -97,6 +97,15 @@ def connect(proc: WorkerProcess, db: str, protocol: str) -> psycopg.Connection:
     return psycopg.connect(proc.dsn(db), autocommit=True)
 
 
+def reload_catalog(proc: WorkerProcess) -> None:
+    """Objects created directly are seen once the worker reloads its catalog, which DDL
+    through the worker triggers when its transaction ends; the reload runs in the background
+    and takes milliseconds."""
+    with simple(proc, "app") as conn:
+        conn.execute("CREATE TEMP TABLE reload_catalog (x int)")
+    time.sleep(1)
+
+
 def refused(exc: pytest.ExceptionInfo[psycopg.Error], rule: str) -> None:
     assert exc.value.sqlstate == "42501", exc.value
     assert exc.value.diag.message_primary is not None
@@ -463,10 +472,7 @@ def test_it_verifies_code_behind_operators_and_domains(
             "DROP DOMAIN IF EXISTS wiping_domain;"
             "CREATE DOMAIN wiping_domain AS int CHECK (wipe_check(VALUE))"
         )
-    with simple(guarded, "app") as conn:
-        conn.execute("CREATE TEMP TABLE refresh_catalog (x int)")  # DDL: the catalog reloads
-        conn.execute("SELECT 1")
-    time.sleep(1)  # the reload runs in the background; it takes a few milliseconds
+    reload_catalog(guarded)
     with simple(guarded, "app") as conn:
         with pytest.raises(errors.InsufficientPrivilege) as exc:
             conn.execute(sql)
@@ -512,9 +518,7 @@ def test_it_sees_signatures_behind_views_and_functions(
             "$$BEGIN PERFORM pg_sleep(0); END$$;"
             "CREATE OR REPLACE FUNCTION outer_nap() RETURNS void LANGUAGE sql AS 'SELECT nap()'"
         )
-    with simple(guarded, "app") as conn:
-        conn.execute("CREATE TEMP TABLE refresh_catalog_2 (x int)")  # DDL: the catalog reloads
-    time.sleep(1)  # the reload runs in the background
+    reload_catalog(guarded)
     with simple(guarded, "app") as conn:
         with pytest.raises(errors.InsufficientPrivilege) as exc:
             conn.execute(sql)
