@@ -16,9 +16,11 @@ import secrets
 import socket
 import ssl
 
+import msgspec
+
 from proxyworker import metrics
 from proxyworker.audit.sink import AuditSink, file_writer
-from proxyworker.config.schema import WorkerConfig
+from proxyworker.config.schema import Database, WorkerConfig
 from proxyworker.policy.engine import Policy
 from proxyworker.protocol import messages as m
 from proxyworker.protocol.scram import ScramVerifier
@@ -42,6 +44,10 @@ def server_tls_context(config: WorkerConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+def _pooling(db: Database) -> Database:
+    return msgspec.structs.replace(db, policy=None)
+
+
 def cancel_socket_name(port: int, index: int) -> str:
     return f"\0sqlproxy-cancel-{port}-{index}"
 
@@ -61,6 +67,8 @@ class Worker:
         self._servers: list[asyncio.AbstractServer] = []
         self._all_gone = asyncio.Event()
         self.id = f"{socket.gethostname()}-{index}"
+        self.generation = 0
+        """Bumped by every apply(); a session picks the new policy up between transactions."""
         self._event_seq = 0
         self.port = config.listen.port
         self.apply(config)
@@ -71,17 +79,26 @@ class Worker:
         """Use ``config`` for new connections; sessions keep the pool they started with."""
         tls = server_tls_context(config)
         users = {u.name: u.verifier() for u in config.users}
+        self.user_databases = {u.name: frozenset(u.databases) for u in config.users if u.databases}
         old = self.pools
         pools: dict[str, Pool] = {}
         refresh = config.guard.catalog_refresh
         for db in config.databases:
             previous = old.get(db.name)
-            reuse = previous is not None and previous.db == db
+            # A policy change keeps the pool (and its server connections and catalog).
+            reuse = previous is not None and _pooling(previous.db) == _pooling(db)
             pools[db.name] = previous if reuse and previous is not None else Pool(db, refresh)
         for name, pool in old.items():
             if pools.get(name) is not pool:
                 pool.close_idle()
-        self.policy = Policy.compile(config)
+        default = Policy.compile(config.default_policy())
+        self.policy = default
+        """The top-level policy: ip_rules checked before the client names its database."""
+        self.policies = {
+            db.name: Policy.compile(db.policy) if db.policy is not None else default
+            for db in config.databases
+        }
+        self.generation += 1
         if not hasattr(self, "audit") or config.audit != self.config.audit:
             path = config.audit.path
             self.audit = AuditSink(file_writer(path) if path else None, config.audit.queue_size)

@@ -218,6 +218,9 @@ class ClientSession(asyncio.Protocol):
         self._checked_statements: set[str] = set()  # extended: statements needing the check
         self._check_pending = False
         self._query_prefix: deque[int] = deque()  # per checked Query: characters prepended
+        self.policy = worker.policy
+        self._generation = worker.generation
+        self._forwarded = False  # any request sent yet
         self._tokens = worker.policy.honeytoken_values
         self._unit_events: list[AuditEvent] = []  # decisions of the request being sent
         self._audit_pending: deque[tuple[AuditEvent, ...]] = deque()  # per request in flight
@@ -376,7 +379,7 @@ class ClientSession(asyncio.Protocol):
             self._request_cycle_done(conn)
 
     def _within_rate(self) -> bool:
-        rate = self.worker.policy.rate
+        rate = self.policy.rate
         assert rate is not None
         now = time.monotonic()
         ok = (
@@ -416,7 +419,7 @@ class ClientSession(asyncio.Protocol):
         client; it gets a refusal in its place (action "block")."""
         metrics.ERRORS.labels("honeytoken_value").inc()
         log.warning("honeytoken value in a result", extra={"user": self.user, "client": self.peer})
-        if self.worker.policy.honeytoken_alert:
+        if self.policy.honeytoken_alert:
             return
         self._poisoned = m.error_response(
             DENIED,
@@ -579,19 +582,27 @@ class ClientSession(asyncio.Protocol):
         }
         self.pool_key = tuple(sorted(self.params.items()))
         self.phase = Phase.AUTHENTICATING
-        if refused(self.worker.policy.ip_rules, self.address, self.user, self.database):
+        self.policy = self.worker.policies.get(self.database, self.worker.policy)
+        self._tokens = self.policy.honeytoken_values
+        if refused(self.policy.ip_rules, self.address, self.user, self.database):
             raise ClientError(
                 "28000",
                 f'sqlproxy: connection from {self.address} for user "{self.user}" to database '
                 f'"{self.database}" refused by ip_rules',
             )
         await self._scram()
+        allowed = self.worker.user_databases.get(self.user)
+        if allowed is not None and self.database not in allowed:
+            raise ClientError(
+                "28000",
+                f'sqlproxy: user "{self.user}" may not connect to database "{self.database}"',
+            )
         pool = self.worker.pools.get(self.database)
         if pool is None:
             raise ClientError("3D000", f'sqlproxy: database "{self.database}" does not exist')
         self.pool = pool
         self.transaction_pooling = pool.db.pool_mode == "transaction"
-        policy = self.worker.policy
+        policy = self.policy
         gate = Gate(policy, self.user, self.database, sticky=pool.limited)
         if gate.active:
             self.gate = gate
@@ -677,6 +688,9 @@ class ClientSession(asyncio.Protocol):
         when it was made of exactly these messages and can be written as is."""
         server = self.server
         assert server is not None and self._labels is not None
+        if self._generation != self.worker.generation and not self._follow_config(server):
+            return
+        self._forwarded = True
         expect = self.tracker.expect
         statements = self._statements
         out: list[bytes | memoryview] | None = None
@@ -687,7 +701,7 @@ class ClientSession(asyncio.Protocol):
                 self._started.append(time.perf_counter())
                 self._labels.queries.inc()
                 self._unsynced = False
-                over = self.worker.policy.rate is not None and not self._within_rate()
+                over = self.policy.rate is not None and not self._within_rate()
                 if over and kind != m.SYNC:
                     expect(Request.QUERY)
                     replacement = m.query(_RATE_REFUSAL)
@@ -783,7 +797,7 @@ class ClientSession(asyncio.Protocol):
         protocol: Literal["simple", "extended"],
     ) -> Verdict:
         assert self.pool is not None
-        if self.worker.policy.limits:
+        if self.policy.limits:
             gate.catalog = self.pool.catalog.snapshot()
         sql = self._sql_of(server, raw)
         if isinstance(sql, Deny):
@@ -845,6 +859,35 @@ class ClientSession(asyncio.Protocol):
             event.duration_ms = round(elapsed * 1000, 3)
             event.command_tag = tag if event.decision != "deny" else None
             self.worker.audit.emit(event)
+
+    def _follow_config(self, server: ServerConnection) -> bool:
+        """Between transactions, take up the policy a reloaded configuration gives this
+        database (a transaction in flight finishes under the one it started with). False when
+        the session had to be closed instead."""
+        if self._started or self._unsynced or server.status != _STATUS_IDLE:
+            return True
+        self._generation = self.worker.generation
+        policy = self.worker.policies.get(self.database)
+        if policy is None or policy is self.policy:
+            return True  # a removed database: open sessions keep what they started with
+        self.policy, self._tokens = policy, policy.honeytoken_values
+        if self.gate is not None:
+            self.gate.policy = policy
+            return True
+        gate = Gate(policy, self.user, self.database, sticky=self.pool.limited if self.pool else {})
+        if not gate.active:
+            return True
+        if self._forwarded:
+            # Nothing followed this session's settings (search_path) while it had no policy,
+            # so names could not be resolved as the server resolves them: fail closed.
+            self.fatal(
+                "57P01",
+                f'sqlproxy: terminating connection: the policy of database "{self.database}" '
+                "changed; reconnect",
+            )
+            return False
+        self.gate = gate
+        return True
 
     def _gate_query(
         self, gate: Gate, server: ServerConnection, view: memoryview

@@ -103,6 +103,27 @@ class RateLimits(_Section):
             raise ValueError("`rows_changed_per_minute`: not supported by this worker yet")
 
 
+class DatabasePolicy(_Section):
+    """The policy sections that may be given per database (``[databases.policy]``); a
+    database without its own uses the file's top-level sections. The control plane keeps one
+    per database and compiles it here."""
+
+    table_limits: dict[str, int] = msgspec.field(default_factory=dict)
+    honeytokens: Honeytokens = msgspec.field(default_factory=Honeytokens)
+    signatures: Signatures = msgspec.field(default_factory=Signatures)
+    ip_rules: list[IpRule] = msgspec.field(default_factory=list)
+    rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
+
+    def __post_init__(self) -> None:
+        for pattern, limit in self.table_limits.items():
+            try:
+                check_table_pattern(pattern)
+            except ValueError as exc:
+                raise ValueError(f"`table_limits`: {exc}") from None
+            if limit < 0:
+                raise ValueError(f"`table_limits`: limit for {pattern!r} must be 0 or more")
+
+
 class Audit(_Section):
     path: str | None = None
     """JSON lines file for standalone mode; "-" for stdout; none: log only."""

@@ -15,12 +15,12 @@ import msgspec
 
 from proxyworker.config.policy import (
     Audit,
+    DatabasePolicy,
     Guard,
     Honeytokens,
     IpRule,
     RateLimits,
     Signatures,
-    check_table_pattern,
 )
 from proxyworker.protocol.scram import ScramVerifier, make_verifier, parse_verifier
 
@@ -68,6 +68,8 @@ class User(_Section):
     password: str | None = None
     scram_verifier: str | None = None
     """``SCRAM-SHA-256$...`` as stored in pg_authid; preferred over ``password``."""
+    databases: list[str] = msgspec.field(default_factory=list)
+    """Databases this user may connect to; empty: every database."""
 
     def __post_init__(self) -> None:
         if (self.password is None) == (self.scram_verifier is None):
@@ -142,6 +144,8 @@ class Database(_Section):
     """Run when a session-mode client leaves; transaction mode resets nothing (see docs)."""
     max_prepared_statements: int = 500
     """Per server connection in transaction mode; the least recently used are closed."""
+    policy: DatabasePolicy | None = None
+    """This database's own policy; none: the top-level policy sections apply."""
 
     def __post_init__(self) -> None:
         try:
@@ -175,13 +179,7 @@ class WorkerConfig(_Section):
     guard: Guard = msgspec.field(default_factory=Guard)
 
     def __post_init__(self) -> None:
-        for pattern, limit in self.table_limits.items():
-            try:
-                check_table_pattern(pattern)
-            except ValueError as exc:
-                raise ValueError(f"`table_limits`: {exc}") from None
-            if limit < 0:
-                raise ValueError(f"`table_limits`: limit for {pattern!r} must be 0 or more")
+        DatabasePolicy(table_limits=self.table_limits)  # validates the patterns
         for kind, names in (
             ("user", [u.name for u in self.users]),
             ("database", [d.name for d in self.databases]),
@@ -191,6 +189,22 @@ class WorkerConfig(_Section):
                 if name in seen:
                     raise ValueError(f"{kind} {name!r} is defined twice")
                 seen.add(name)
+
+    def default_policy(self) -> DatabasePolicy:
+        """The top-level policy sections: what a database without its own enforces."""
+        return DatabasePolicy(
+            table_limits=self.table_limits,
+            honeytokens=self.honeytokens,
+            signatures=self.signatures,
+            ip_rules=self.ip_rules,
+            rate_limits=self.rate_limits,
+        )
+
+    def policy_for(self, database: str) -> DatabasePolicy:
+        for db in self.databases:
+            if db.name == database and db.policy is not None:
+                return db.policy
+        return self.default_policy()
 
     def resolve_paths(self, base: str) -> WorkerConfig:
         """Make file references relative to the config file's directory absolute."""

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from proxyworker.analysis import AnalysisError, RelationRef, StatementInfo, StatementKind
-from proxyworker.config.schema import WorkerConfig
+from proxyworker.config.policy import DatabasePolicy
 from proxyworker.policy.decision import ALLOW, VERIFY, Allow, Decision, Deny
 from proxyworker.policy.network import CompiledRule, compile_rules
 from proxyworker.policy.signatures import Signature, active_signatures, first_match
@@ -42,7 +42,7 @@ class Policy:
     rate: TokenBuckets | None
 
     @classmethod
-    def compile(cls, config: WorkerConfig) -> Policy:
+    def compile(cls, config: DatabasePolicy) -> Policy:
         tokens = config.honeytokens
         return cls(
             limits=TableLimits(config.table_limits),
