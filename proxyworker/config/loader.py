@@ -44,6 +44,8 @@ def loads(text: str, path: str = "<config>") -> WorkerConfig:
         match = _MSGSPEC_PATH.match(str(exc))
         assert match is not None
         message, at = match.group(1), match.group(2) or ""
+        if at.endswith("[...]"):  # a value in a table of free keys: find which one
+            at = at[:-5] + _bad_entry(raw, at[:-5], message)
         tokens: list[str | int] = [
             name if name else int(index) for name, index in _PATH_TOKEN.findall(at)
         ]
@@ -71,6 +73,28 @@ def load_file(path: str) -> WorkerConfig:
     return loads(text, path)
 
 
+_EXPECTED: dict[str, type | tuple[type, ...]] = {
+    "int": int,
+    "str": str,
+    "float": (int, float),
+    "bool": bool,
+}
+
+
+def _bad_entry(raw: object, at: str, message: str) -> str:
+    """``.key`` of the first entry of the table at ``at`` whose value has the wrong type."""
+    node = raw
+    for name, index in _PATH_TOKEN.findall(at):
+        node = node[name] if name else node[int(index)]  # type: ignore[index]
+    expected = re.match(r"Expected `(\w+)`", message)
+    wanted = _EXPECTED.get(expected.group(1) if expected else "", ())
+    assert isinstance(node, dict)
+    for key, value in node.items():
+        if not isinstance(value, wanted) or isinstance(value, bool) is not (wanted is bool):
+            return f".{key}"
+    return ""
+
+
 def _dotted(tokens: list[str | int]) -> str | None:
     out = ""
     for tok in tokens:
@@ -84,38 +108,38 @@ def _unquote(key: str) -> str:
 
 def _locate(text: str, tokens: list[str | int]) -> int | None:
     """Best line for a msgspec path: the key's line, else its table's header line."""
-    # The table part of the path: leading names, with an index after an array of tables.
+    names = [t for t in tokens if isinstance(t, str)]
+    indexes: dict[str, int] = {}  # array of tables (dotted name) -> the element meant
+    prefix: list[str] = []
+    for tok in tokens:
+        if isinstance(tok, int):
+            indexes[".".join(prefix)] = tok
+        else:
+            prefix.append(tok)
+    lines = text.splitlines()
+    headers = {_header_name(h) for h in map(_HEADER.match, lines) if h}
     table: list[str] = []
-    index = 0
-    rest = list(tokens)
-    while rest:
-        head = rest.pop(0)
-        if isinstance(head, int):
-            index = head
-            continue
-        table.append(head)
-        if rest and isinstance(rest[0], int):
-            index = int(rest.pop(0))
+    for n in range(len(names), 0, -1):  # the longest leading names that have a header
+        if ".".join(names[:n]) in headers:
+            table = names[:n]
             break
-        if not rest or not _has_header(text, table):
-            break
-    key = next((t for t in rest if isinstance(t, str)), None)
-    if key is None and tokens and isinstance(tokens[-1], str) and len(table) > 1:
-        key = table.pop()
-    seen = -1
-    header_line: int | None = None
-    in_table = not table or (len(table) == 1 and not _has_header(text, table))
-    if in_table and table:  # a top-level key
-        key, table = table[0], []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    key = names[len(table)] if len(names) > len(table) else None
+    wanted = ".".join(table)
+    counts: dict[str, int] = {}
+    in_table, header_line = not table, None
+    for lineno, line in enumerate(lines, start=1):
         header = _HEADER.match(line)
         if header:
-            name = ".".join(_unquote(p.strip()) for p in header.group(2).split("."))
-            in_table = False
-            if name == ".".join(table):
-                seen += 1
-                if seen == index or header.group(1) == "[":
-                    in_table, header_line = True, lineno
+            name = _header_name(header)
+            if header.group(1) == "[[":
+                counts[name] = counts.get(name, -1) + 1
+            in_table = name == wanted and all(
+                counts.get(array, -1) == index
+                for array, index in indexes.items()
+                if wanted == array or wanted.startswith(array + ".")
+            )
+            if in_table and header_line is None:
+                header_line = lineno
             continue
         keymatch = _KEY.match(line)
         if in_table and key is not None and keymatch and _unquote(keymatch.group(1)) == key:
@@ -123,10 +147,5 @@ def _locate(text: str, tokens: list[str | int]) -> int | None:
     return header_line
 
 
-def _has_header(text: str, table: list[str]) -> bool:
-    wanted = ".".join(table)
-    for line in text.splitlines():
-        header = _HEADER.match(line)
-        if header and ".".join(_unquote(p.strip()) for p in header.group(2).split(".")) == wanted:
-            return True
-    return False
+def _header_name(header: re.Match[str]) -> str:
+    return ".".join(_unquote(p.strip()) for p in header.group(2).split("."))

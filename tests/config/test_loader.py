@@ -57,6 +57,21 @@ CASES = [
     ("[listen]", "[listen", "f.toml:2: Expected ']'"),
     ("postgresql://u@127", "mysql://u@127", "f.toml:15: databases[1].upstream: must be a postgres"),
     (
+        'pool_mode = "transaction"',
+        'pool_mode = "transaction"\n[databases.policy.table_limits]\nusers = 5\norders = "x"',
+        "f.toml:19: databases[1].policy.table_limits.orders: Expected `int`, got `str`",
+    ),
+    (
+        "port = 7000",
+        "port = 7000\n[table_limits]\nusers = 5\norders = true",
+        "f.toml:6: table_limits.orders: Expected `int`, got `bool`",
+    ),
+    (
+        'pool_mode = "transaction"',
+        'pool_mode = "transaction"\n[databases.policy.honeytokens]\ntables = ["re:("]',
+        "f.toml:18: databases[1].policy.honeytokens.tables: invalid regular expression",
+    ),
+    (
         "sslmode=verify-full",
         "sslmode=bogus",
         "f.toml:11: databases[0].upstream: unsupported sslmode",
@@ -85,3 +100,14 @@ def test_it_rejects_bad_upstream_urls() -> None:
         parse_upstream("postgresql://host/db")
     with pytest.raises(ValueError, match="unsupported upstream URL parameter"):
         parse_upstream("postgresql://u@h/db?target_session_attrs=any")
+
+
+def test_it_gives_a_database_its_own_policy_and_the_others_the_top_level_one() -> None:
+    text = GOOD.replace(
+        'pool_mode = "transaction"',
+        'pool_mode = "transaction"\n[databases.policy.honeytokens]\ntables = ["secret"]',
+    )
+    config = loads(text + "\n[table_limits]\nusers = 5\n", "f.toml")
+    assert config.policy_for("a").table_limits == {"users": 5}
+    assert config.policy_for("b").table_limits == {}
+    assert config.policy_for("b").honeytokens.tables == ["secret"]
