@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from proxyworker import metrics
+
 ReadyCheck = Callable[[], Awaitable[dict[str, str]]]
 
 
@@ -51,6 +53,7 @@ async def _route(head: bytes, ready: ReadyCheck) -> tuple[str, str, bytes]:
         return "405 Method Not Allowed", "text/plain", b"only GET\n"
     path = parts[1].split(b"?")[0]
     if path == b"/metrics":
+        metrics.flush()
         return "200 OK", CONTENT_TYPE_LATEST, generate_latest(_registry())
     if path == b"/healthz":
         return "200 OK", "text/plain", b"ok\n"

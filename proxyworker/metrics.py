@@ -1,15 +1,84 @@
 """Prometheus metrics of a worker process.
 
-Label children are bound once (``pool_labels``, ``DATABASE``) so the hot path only calls
-``inc``/``observe`` on a ready object. With ``--workers N`` each process writes to the
+Label children are bound once (``pool_labels``, ``database_labels``) so the hot path only calls
+``inc``/``observe`` on a ready object. What the relay counts per message or per request is
+*batched*: plain arithmetic on the hot path, handed to Prometheus by :func:`flush` before each
+scrape and once a second (with ``--workers N`` every Prometheus update writes to a shared file
+under a lock, several microseconds each). With ``--workers N`` each process writes to the
 multiprocess directory and the supervisor serves the merged view.
 """
 
 from __future__ import annotations
 
+import asyncio
+from bisect import bisect_left
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram
+
+
+class BatchedCounter:
+    """A counter the hot path bumps with a plain addition."""
+
+    __slots__ = ("_target", "value")
+
+    def __init__(self, target: Counter) -> None:
+        self._target, self.value = target, 0.0
+        _BATCHED.append(self)
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def flush(self) -> None:
+        if self.value:
+            value, self.value = self.value, 0.0
+            self._target.inc(value)
+
+
+class BatchedHistogram:
+    """A histogram the hot path fills with one bisect and two additions."""
+
+    __slots__ = ("_bounds", "_counts", "_sum", "_target")
+
+    def __init__(self, target: Histogram) -> None:
+        self._target = target
+        self._bounds: tuple[float, ...] = tuple(target._upper_bounds)  # ends with +Inf
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        _BATCHED.append(self)
+
+    def observe(self, value: float) -> None:
+        # The first bucket whose upper bound is >= value, as Histogram.observe counts it.
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def flush(self) -> None:
+        counts, total = self._counts, self._sum
+        if not any(counts):
+            return
+        self._counts, self._sum = [0] * len(counts), 0.0
+        # Histogram has no public bulk update; prometheus-client is pinned and a test reads
+        # the exposition back, so a change of these attributes cannot pass unnoticed.
+        for bucket, n in zip(self._target._buckets, counts, strict=True):
+            if n:
+                bucket.inc(n)
+        self._target._sum.inc(total)
+
+
+_BATCHED: list[BatchedCounter | BatchedHistogram] = []
+
+
+def flush() -> None:
+    """Hand every batched value to Prometheus."""
+    for batched in _BATCHED:
+        batched.flush()
+
+
+async def flush_every(seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        flush()
+
 
 _LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -30,8 +99,10 @@ QUERY_LATENCY = Histogram(
     ["database"],
     buckets=_LATENCY_BUCKETS,
 )
-BYTES_FROM_CLIENTS = Counter("sqlproxy_client_bytes_received", "Bytes received from clients")
-BYTES_TO_CLIENTS = Counter("sqlproxy_client_bytes_sent", "Bytes relayed to clients")
+BYTES_FROM_CLIENTS = BatchedCounter(
+    Counter("sqlproxy_client_bytes_received", "Bytes received from clients")
+)
+BYTES_TO_CLIENTS = BatchedCounter(Counter("sqlproxy_client_bytes_sent", "Bytes relayed to clients"))
 ERRORS = Counter("sqlproxy_errors", "Errors by kind", ["kind"])
 CANCELS = Counter("sqlproxy_cancel_requests", "CancelRequests by outcome", ["outcome"])
 SERVER_CONNECTIONS = Gauge(
@@ -83,9 +154,18 @@ def pool_labels(database: str) -> PoolLabels:
 
 @dataclass(frozen=True, slots=True)
 class DatabaseLabels:
-    queries: Counter
-    latency: Histogram
+    queries: BatchedCounter
+    latency: BatchedHistogram
+
+
+_DATABASE_LABELS: dict[str, DatabaseLabels] = {}
 
 
 def database_labels(database: str) -> DatabaseLabels:
-    return DatabaseLabels(QUERIES.labels(database), QUERY_LATENCY.labels(database))
+    labels = _DATABASE_LABELS.get(database)
+    if labels is None:
+        labels = _DATABASE_LABELS[database] = DatabaseLabels(
+            BatchedCounter(QUERIES.labels(database)),
+            BatchedHistogram(QUERY_LATENCY.labels(database)),
+        )
+    return labels

@@ -214,6 +214,7 @@ class Worker:
             server.close()
         for session in list(self.sessions):
             if not session._started and (session.server is None or session.server.status == b"I"):
+        spawn(metrics.flush_every(1.0), name="metrics flush")
                 session.fatal("57P01", "sqlproxy: terminating connection: the worker is stopping")
         self._all_gone.clear()
         if self.sessions:
@@ -236,3 +237,4 @@ class Worker:
             except Exception as exc:
                 results[name] = str(exc) or type(exc).__name__
         return results
+        metrics.flush()

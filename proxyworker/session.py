@@ -409,6 +409,9 @@ class ClientSession(asyncio.Protocol):
             self._labels.latency.observe(elapsed)
             if self._audit_pending:
                 self._audited(self._audit_pending.popleft(), elapsed)
+            if self.tracker.dropped:
+                self._skipped(self.tracker.dropped)
+                self.tracker.dropped = []
         elif kind == m.ERROR_RESPONSE and expectation.request is not Request.QUERY:
             self._skipped(self.tracker.skip_unit())
         if expectation.request is Request.PARSE and expectation.tag is not None:

@@ -69,15 +69,24 @@ class Expectation:
 
 
 class ResponseTracker:
-    __slots__ = ("_queue",)
+    __slots__ = ("_queue", "_skipping", "dropped")
 
     def __init__(self) -> None:
         self._queue: deque[Expectation] = deque()
+        self._skipping = False
+        self.dropped: list[Expectation] = []
+        """Requests sent after an error whose Sync had not been sent yet: the server skips
+        them. The caller takes them (as it takes what ``skip_unit`` returns)."""
 
     def __len__(self) -> int:
         return len(self._queue)
 
     def expect(self, request: Request, action: Action = Action.FORWARD, tag: object = None) -> None:
+        if self._skipping:
+            if request not in _UNIT_END:
+                self.dropped.append(Expectation(request, action, tag))
+                return
+            self._skipping = False
         self._queue.append(Expectation(request, action, tag))
 
     def units_in_flight(self) -> int:
@@ -108,7 +117,12 @@ class ResponseTracker:
         skipped = []
         while queue and queue[0].request not in _UNIT_END:
             skipped.append(queue.popleft())
+        # A pipelining client may not have sent the Sync yet: what it sends before it is
+        # skipped by the server too, so it must not wait in the queue for an answer.
+        self._skipping = not queue
         return skipped
 
     def clear(self) -> None:
         self._queue.clear()
+        self._skipping = False
+        self.dropped.clear()

@@ -10,8 +10,10 @@ import psycopg
 import pytest
 from psycopg import errors
 
+from proxyworker.protocol import messages as m
 from tests.support.pgcluster import PgCluster, wait_until
-from tests.support.worker import WorkerProcess
+from tests.support.rawpg import RawConnection, fields
+from tests.support.worker import APP_PASSWORD, APP_USER, WorkerProcess
 
 
 def test_a_failed_replay_reaches_the_client(worker: WorkerProcess, upstream: PgCluster) -> None:
@@ -60,3 +62,22 @@ def test_a_failed_replay_reaches_the_client(worker: WorkerProcess, upstream: PgC
 def _no_leftover(upstream: PgCluster) -> None:
     with upstream.connect() as direct:
         direct.execute("DROP TABLE IF EXISTS replay_probe")
+
+
+def test_a_batch_pipelined_past_an_error_gets_its_ready_for_query(worker: WorkerProcess) -> None:
+    """The error arrives before the client sent its Sync (psycopg's executemany in pipeline
+    mode): what the client sends after it is skipped by the server, not awaited."""
+    raw = RawConnection(worker.port)
+    try:
+        raw.login(APP_USER, APP_PASSWORD, "app_tx")
+        parse = m.parse("many", "wat ($1)")
+        bind = m.message(m.BIND, b"\0many\0" + b"\0\0" + b"\0\1" + b"\0\0\0\1" + b"1" + b"\0\0")
+        execute = m.message(m.EXECUTE, b"\0\0\0\0\0")
+        raw.send(parse + bind + execute)
+        kind, body = raw.read_message()
+        assert kind == b"E" and fields(body)["C"] == "42601"
+        raw.send(bind + execute + m.message(m.SYNC, b""))
+        assert raw.read_message() == (b"Z", b"I")
+        assert raw.query("SELECT 1")[-1] == (b"Z", b"I")
+    finally:
+        raw.close()

@@ -108,3 +108,26 @@ def test_it_refuses_an_answer_nobody_asked_for() -> None:
         assert "no request outstanding" in str(exc)
     else:
         raise AssertionError("expected ProtocolDesync")
+
+
+def test_an_error_before_the_sync_was_sent_drops_what_the_client_pipelines_after_it() -> None:
+    # psycopg's executemany: Parse/Bind/Execute go out, the Parse fails, and only then do
+    # the next Bind/Execute and the Sync arrive. The server skips those Binds and Executes.
+    t = ResponseTracker()
+    t.expect(Request.PARSE, Action.FORWARD, "_sqlp1_1")
+    t.expect(Request.BIND)
+    t.expect(Request.EXECUTE)
+    assert routes(t, "E") == [("PARSE", True)]
+    t.expect(Request.PARSE, Action.SWALLOW, "_sqlp1_1")  # a replay the worker would add
+    t.expect(Request.BIND)
+    t.expect(Request.EXECUTE)
+    t.expect(Request.SYNC)
+    assert [(e.request, e.tag) for e in t.dropped] == [
+        (Request.PARSE, "_sqlp1_1"),
+        (Request.BIND, None),
+        (Request.EXECUTE, None),
+    ]
+    assert routes(t, "Z") == [("SYNC", True)]
+    assert len(t) == 0
+    t.expect(Request.QUERY)  # after the Sync, requests are answered again
+    assert routes(t, "CZ") == [("QUERY", False), ("QUERY", True)]
