@@ -199,6 +199,7 @@ class Worker:
             peer.setblocking(False)
             self._servers.append(await asyncio.start_unix_server(self._peer_cancel, sock=peer))
         spawn(self._housekeeping(), name="pool housekeeping")
+        spawn(metrics.flush_every(1.0), name="metrics flush")
         log.info("listening", extra={"host": listen.host, "port": self.port, "worker": self.index})
 
     async def _housekeeping(self) -> None:
@@ -214,7 +215,6 @@ class Worker:
             server.close()
         for session in list(self.sessions):
             if not session._started and (session.server is None or session.server.status == b"I"):
-        spawn(metrics.flush_every(1.0), name="metrics flush")
                 session.fatal("57P01", "sqlproxy: terminating connection: the worker is stopping")
         self._all_gone.clear()
         if self.sessions:
@@ -226,6 +226,7 @@ class Worker:
         for pool in self.pools.values():
             pool.close_idle()
         await self.audit.flush()
+        metrics.flush()
 
     async def check_ready(self) -> dict[str, str]:
         """Per database: "ok" or why its upstream cannot be reached."""
@@ -237,4 +238,3 @@ class Worker:
             except Exception as exc:
                 results[name] = str(exc) or type(exc).__name__
         return results
-        metrics.flush()

@@ -11,6 +11,8 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v pgbouncer >/dev/null || need+=(pgbouncer)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+command -v javac >/dev/null || need+=(default-jdk-headless)
+[ -e /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 
 [ ${#need[@]} -eq 0 ] && exit 0
