@@ -27,7 +27,7 @@ from proxyworker.protocol.scram import ScramVerifier
 from proxyworker.protocol.startup import parse_startup
 from proxyworker.session import ClientSession
 from proxyworker.tasks import spawn
-from proxyworker.upstream.connection import send_cancel
+from proxyworker.upstream.connection import ServerConnection, send_cancel
 from proxyworker.upstream.pool import Pool
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,8 @@ class Worker:
         self.config = config
         self.tls: ssl.SSLContext | None = None
         self._by_key: dict[tuple[int, int], ClientSession] = {}
+        self.by_backend: dict[int, ClientSession] = {}
+        """Session-mode clients by the backend pid of the server connection they hold."""
         self._pid_seq = 0
         self._servers: list[asyncio.AbstractServer] = []
         self._all_gone = asyncio.Event()
@@ -124,6 +126,21 @@ class Worker:
             self._all_gone.set()
         if self._by_key.get(session.key) is session:
             del self._by_key[session.key]
+        server = session.server
+        if server is not None and self.by_backend.get(server.pid) is session:
+            del self.by_backend[server.pid]
+
+    def client_pid(
+        self, backend_pid: int, conn: ServerConnection, receiver: ClientSession
+    ) -> int | None:
+        """The pid a client knows for the backend that sent a notification (None: keep the
+        backend's own — its sender is not a session-mode client of this process)."""
+        if backend_pid == conn.pid:
+            return receiver.key[0]
+        sender = self.by_backend.get(backend_pid)
+        if sender is None or sender.server is None or sender.server.pid != backend_pid:
+            return None
+        return sender.key[0]
 
     async def cancel(self, pid: int, secret: int) -> None:
         """Forward a CancelRequest; returns once the server (or the owning worker process)

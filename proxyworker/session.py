@@ -338,10 +338,12 @@ class ClientSession(asyncio.Protocol):
                     self._guard_refusal = m.parse_fields(view[5:]).get("M")
                 elif m.parse_fields(view[5:]).get("V") == "FATAL":
                     self._server_fatal = True  # it closes next; its reason is the one to keep
-            elif kind == m.NOTIFICATION_RESPONSE and m.read_i32(view, 5) == conn.pid:
-                # The client knows our pid for its connection, not the backend's.
-                view = memoryview(m.message(kind, m.i32(self.key[0]) + bytes(view[9:])))
-                changed = True
+            elif kind == m.NOTIFICATION_RESPONSE:
+                # Clients know the pids the worker handed out, not the backends'.
+                pid = self.worker.client_pid(m.read_i32(view, 5), conn, self)
+                if pid is not None:
+                    view = memoryview(m.message(kind, m.i32(pid) + bytes(view[9:])))
+                    changed = True
             elif kind == m.COMMAND_COMPLETE and self._audit_pending:
                 self._last_tag = bytes(view[5:-1])
             if scan and kind in _CARRIERS and any(t in bytes(view) for t in tokens):
@@ -1024,6 +1026,8 @@ class ClientSession(asyncio.Protocol):
 
     def _link(self, server: ServerConnection) -> None:
         self.server = server
+        if not self.transaction_pooling:
+            self.worker.by_backend[server.pid] = self
         if self._tokens:
             server.framer.whole_messages_only()
         server.link(self)

@@ -77,6 +77,22 @@ def test_it_relays_notices_and_notifications(worker: WorkerProcess, db: str) -> 
         assert received.payload == "payload"
 
 
+def test_a_notification_carries_the_pid_its_sender_knows(worker: WorkerProcess) -> None:
+    """Session mode: the sender's pid as the worker handed it out (BackendKeyData), as
+    PostgreSQL gives a listener the sender's backend pid."""
+    with (
+        psycopg.connect(worker.dsn("app"), autocommit=True) as listener,
+        psycopg.connect(worker.dsn("app"), autocommit=True) as sender,
+    ):
+        listener.execute("LISTEN chan_pid")
+        listener.execute("NOTIFY chan_pid, 'self'")
+        sender.execute("NOTIFY chan_pid, 'other'")
+        got = {n.payload: n.pid for n in listener.notifies(timeout=5, stop_after=2)}
+        assert got == {"self": listener.info.backend_pid, "other": sender.info.backend_pid}
+        backend = sender.execute("SELECT pg_backend_pid()").fetchone()
+        assert backend is not None and backend[0] != sender.info.backend_pid
+
+
 def test_it_keeps_transactions_on_one_server_connection(worker: WorkerProcess, db: str) -> None:
     with psycopg.connect(worker.dsn(db)) as conn:
         pid = conn.execute("SELECT pg_backend_pid()").fetchone()
