@@ -29,8 +29,9 @@ from collections import deque
 from typing import TYPE_CHECKING, Literal, cast
 
 from proxyworker import metrics
+from proxyworker.analysis.names import quote_identifier
 from proxyworker.config.events import AuditEvent
-from proxyworker.guard.checks import CLIENT_SQLSTATE, RATE_SQLSTATE, raise_sql
+from proxyworker.guard.checks import CLIENT_SQLSTATE, RATE_SQLSTATE, literal, raise_sql
 from proxyworker.guard.gate import NONSTANDARD_STRINGS, Gate, Verdict, deny_statement
 from proxyworker.policy.decision import DENIED, Deny
 from proxyworker.policy.network import refused
@@ -106,6 +107,21 @@ _INJECTED_TAIL = (
     + m.message(m.CLOSE, b"S" + _INJECTED)
     + m.message(m.EXECUTE, _INJECTED + b"\x00\x00\x00\x00")
     + m.message(m.CLOSE, b"P" + _INJECTED)
+)
+
+
+# Session settings the server reports (ParameterStatus) that a client may change. In transaction
+# mode a client's values are set again on whichever server connection serves it next.
+_CARRIED_SETTINGS = frozenset(
+    {
+        "application_name",
+        "client_encoding",
+        "DateStyle",
+        "default_transaction_read_only",
+        "IntervalStyle",
+        "standard_conforming_strings",
+        "TimeZone",
+    }
 )
 
 
@@ -221,6 +237,10 @@ class ClientSession(asyncio.Protocol):
         self.policy = worker.policy
         self._generation = worker.generation
         self._forwarded = False  # any request sent yet
+        self.settings: dict[str, str] = {}
+        """Session settings as this client last saw them reported (ParameterStatus)."""
+        self._startup_path: tuple[str, ...] = ()
+        self._carry_settings = False  # transaction mode: a server was just linked
         self._tokens = worker.policy.honeytoken_values
         self._unit_events: list[AuditEvent] = []  # decisions of the request being sent
         self._audit_pending: deque[tuple[AuditEvent, ...]] = deque()  # per request in flight
@@ -344,6 +364,9 @@ class ClientSession(asyncio.Protocol):
                 if pid is not None:
                     view = memoryview(m.message(kind, m.i32(pid) + bytes(view[9:])))
                     changed = True
+            elif kind == m.PARAMETER_STATUS:
+                name, value = m.parse_parameter_status(view[5:])
+                conn.params[name] = self.settings[name] = value
             elif kind == m.COMMAND_COMPLETE and self._audit_pending:
                 self._last_tag = bytes(view[5:-1])
             if scan and kind in _CARRIERS and any(t in bytes(view) for t in tokens):
@@ -624,7 +647,13 @@ class ClientSession(asyncio.Protocol):
             pool.release(server)
             return
         out = [m.auth_ok()]
-        out += [m.parameter_status(k, v) for k, v in server.params.items()]
+        # Transaction mode: what the server said at startup; until the client's first request
+        # sets them back, a pooled connection may still carry another client's settings.
+        reported = server.startup_params if self.transaction_pooling else server.params
+        out += [m.parameter_status(k, v) for k, v in reported.items()]
+        self.settings = dict(reported)
+        if self.gate is not None:
+            self._startup_path = self.gate.search_path
         self.key = self.worker.register(self)
         if self.transaction_pooling:
             self._statements = PreparedStatements(self.key[0])
@@ -696,6 +725,9 @@ class ClientSession(asyncio.Protocol):
         if self._generation != self.worker.generation and not self._follow_config(server):
             return
         self._forwarded = True
+        if self._carry_settings:
+            self._carry_settings = False
+            self._apply_settings(server)
         expect = self.tracker.expect
         statements = self._statements
         out: list[bytes | memoryview] | None = None
@@ -780,9 +812,9 @@ class ClientSession(asyncio.Protocol):
     # --- the guard ------------------------------------------------------------------------
 
     def _sql_of(self, server: ServerConnection, raw: bytes | memoryview) -> str | Deny:
-        if server.params.get("standard_conforming_strings", "on") != "on":
+        if self.settings.get("standard_conforming_strings", "on") != "on":
             return NONSTANDARD_STRINGS
-        encoding = server.params.get("client_encoding", "UTF8").upper()
+        encoding = self.settings.get("client_encoding", "UTF8").upper()
         if encoding not in ("UTF8", "UTF-8", "SQL_ASCII"):
             return Deny(
                 "encoding",
@@ -1028,6 +1060,8 @@ class ClientSession(asyncio.Protocol):
         self.server = server
         if not self.transaction_pooling:
             self.worker.by_backend[server.pid] = self
+        else:
+            self._carry_settings = True
         if self._tokens:
             server.framer.whole_messages_only()
         server.link(self)
@@ -1051,9 +1085,33 @@ class ClientSession(asyncio.Protocol):
         ):
             self._release_server(server)
 
+    def _apply_settings(self, server: ServerConnection) -> None:
+        """Transaction mode: make the server's session settings the ones this client set
+        (another client may have changed them on this connection, or this client changed
+        them on another). Sent ahead of the client's request, its answers swallowed."""
+        sets = [
+            f"set_config({literal(name)}, {literal(value)}, false)"
+            for name, value in self.settings.items()
+            if name in _CARRIED_SETTINGS and server.params.get(name) != value
+        ]
+        gate = self.gate
+        if gate is not None and gate.search_path != self._startup_path:
+            # search_path is not reported by the server: the guard's view of it is carried,
+            # so that names resolve on the server as the guard resolved them.
+            path = ", ".join(quote_identifier(s) for s in gate.search_path)
+            sets.append(f"set_config('search_path', {literal(path)}, false)")
+            server.search_path_changed = True
+        elif server.search_path_changed:
+            server.write(self._inject("RESET search_path", Action.SWALLOW))
+            server.search_path_changed = False
+        if sets:  # one statement: the extended protocol takes no more
+            server.write(self._inject(f"SELECT {', '.join(sets)}", Action.SWALLOW))
+
     def _release_server(self, server: ServerConnection) -> None:
         assert self.pool is not None
         self.server = None
+        if self.gate is not None and self.gate.search_path != self._startup_path:
+            server.search_path_changed = True
         if self._client_paused and server.transport is not None:
             server.transport.resume_reading()
         if len(server.prepared) > self.pool.db.max_prepared_statements:

@@ -52,6 +52,9 @@ class ServerConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.framer = Framer(SERVER_MAX_MESSAGE, frozenset({m.DATA_ROW, m.COPY_DATA}))
         self.params: dict[str, str] = {}
+        self.startup_params: dict[str, str] = {}
+        """The settings the server reported at startup: what a new client is told (a pooled
+        connection may carry another client's changes until they are set back)."""
         self.pid = 0
         self.secret = 0
         self.status = b"I"
@@ -61,6 +64,8 @@ class ServerConnection(asyncio.Protocol):
         self.last_used = self.created
         # Transaction pooling: server-side statement names this backend has prepared (LRU order).
         self.prepared: dict[str, None] = {}
+        self.search_path_changed = False
+        """Transaction pooling: a client left a search_path of its own set on this backend."""
         self.pooled = False
         """Idle in a pool: anything the server sends now is read by the connection itself."""
         self._inbox: list[bytes] = []
@@ -305,6 +310,7 @@ async def _handshake(
             conn.pid, conn.secret = m.read_i32(body, 0), m.read_i32(body, 4)
         elif kind == m.READY_FOR_QUERY:
             conn.status = body[:1]
+            conn.startup_params = dict(conn.params)
             return
         # NoticeResponse and NegotiateProtocolVersion need no action here.
 
