@@ -429,6 +429,8 @@ class ClientSession(asyncio.Protocol):
             return
         if kind == m.READY_FOR_QUERY:
             conn.status = bytes(view[5:6])
+            if expectation.action is Action.SWALLOW:
+                return  # the worker's own Query (session settings), not a client request
             assert self._labels is not None
             elapsed = time.perf_counter() - self._started.popleft()
             self._labels.latency.observe(elapsed)
@@ -1088,9 +1090,10 @@ class ClientSession(asyncio.Protocol):
     def _apply_settings(self, server: ServerConnection) -> None:
         """Transaction mode: make the server's session settings the ones this client set
         (another client may have changed them on this connection, or this client changed
-        them on another). Sent ahead of the client's request, its answers swallowed."""
+        them on another). Sent ahead of the client's request as a Query of its own, so it is
+        in force exactly as a SET the client had sent earlier; its answers are swallowed."""
         sets = [
-            f"set_config({literal(name)}, {literal(value)}, false)"
+            f"SET {name} TO {literal(value)}"
             for name, value in self.settings.items()
             if name in _CARRIED_SETTINGS and server.params.get(name) != value
         ]
@@ -1098,14 +1101,14 @@ class ClientSession(asyncio.Protocol):
         if gate is not None and gate.search_path != self._startup_path:
             # search_path is not reported by the server: the guard's view of it is carried,
             # so that names resolve on the server as the guard resolved them.
-            path = ", ".join(quote_identifier(s) for s in gate.search_path)
-            sets.append(f"set_config('search_path', {literal(path)}, false)")
+            sets.append(f"SET search_path TO {', '.join(map(quote_identifier, gate.search_path))}")
             server.search_path_changed = True
         elif server.search_path_changed:
-            server.write(self._inject("RESET search_path", Action.SWALLOW))
+            sets.append("RESET search_path")
             server.search_path_changed = False
-        if sets:  # one statement: the extended protocol takes no more
-            server.write(self._inject(f"SELECT {', '.join(sets)}", Action.SWALLOW))
+        if sets:
+            self.tracker.expect(Request.QUERY, Action.SWALLOW)
+            server.write(m.query("; ".join(sets)))
 
     def _release_server(self, server: ServerConnection) -> None:
         assert self.pool is not None

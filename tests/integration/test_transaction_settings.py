@@ -86,6 +86,11 @@ def test_the_client_encoding_follows_the_client(shared: WorkerProcess) -> None:
         assert b.execute("SELECT length('é')").fetchone() == (1,)
         assert show(a, "client_encoding") == "LATIN1"
         assert a.execute("SELECT 'é'").fetchone() == ("é",)
+        # Set back before a's request, as if a had just sent it: the euro sign has no LATIN1
+        # form, in binary results too.
+        assert b.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(psycopg.DataError, match="no equivalent in encoding"):
+            a.cursor(binary=True).execute("SELECT chr(%s)::text", [8364])
     with psycopg.connect(shared.dsn("one"), autocommit=True) as c:
         # A new client is told the startup settings, and gets them, on the same connection.
         assert c.info.encoding == "utf-8"
