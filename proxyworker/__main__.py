@@ -1,8 +1,18 @@
-"""Command line: ``python -m proxyworker --config sqlproxy.toml [--workers N] [--check]``.
+"""Command line.
+
+    python -m proxyworker --config sqlproxy.toml [--workers N] [--check]
+    python -m proxyworker --control-plane REDIS_URL --worker-id ID [--state-dir DIR]
+                          [--listen HOST:PORT] [--admin-port N] [--workers N]
+
+Standalone (``--config``), the worker enforces a TOML file and SIGHUP reloads it. Fed by the
+control plane (``--control-plane``), it enforces the newest snapshot published in Redis, keeps
+the last good one in the state directory, and sends audit events and heartbeats up
+(``proxyworker/fleet.py``); SIGHUP re-reads the snapshot.
 
 One worker process serves by default. With ``--workers N`` this process becomes a supervisor:
 it starts N worker processes sharing the port (SO_REUSEPORT), restarts any that crash,
-forwards SIGHUP (reload) and SIGTERM (drain) to them, and serves the merged metrics.
+forwards SIGHUP (reload) and SIGTERM (drain) to them, and serves the merged metrics. Fed by the
+control plane, each process follows it on its own, as worker ``ID-<index>``.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 
 from proxyworker import __version__, admin, logs, metrics
 from proxyworker.config import ConfigError, WorkerConfig, load_file
@@ -24,11 +35,46 @@ from proxyworker.config import ConfigError, WorkerConfig, load_file
 log = logging.getLogger("proxyworker")
 
 
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m proxyworker", description=__doc__)
-    parser.add_argument("--config", required=True, help="worker configuration (TOML)")
+    parser = argparse.ArgumentParser(
+        prog="python -m proxyworker",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="worker configuration (TOML): standalone")
+    source.add_argument(
+        "--control-plane", metavar="REDIS_URL", help="follow the control plane through this Redis"
+    )
+    fleet = parser.add_argument_group("with --control-plane")
+    fleet.add_argument("--worker-id", help="this worker's name in the fleet (required)")
+    fleet.add_argument(
+        "--state-dir",
+        default="sqlproxy-state",
+        help="last good snapshot and audit spool (default: ./sqlproxy-state)",
+    )
+    fleet.add_argument(
+        "--listen", metavar="HOST:PORT", type=_address, help="instead of the snapshot's [listen]"
+    )
+    fleet.add_argument("--admin-port", type=int, help="instead of the snapshot's [admin] port")
+    fleet.add_argument(
+        "--spool-max-mb",
+        type=int,
+        default=256,
+        help="audit spool size cap while Redis is unreachable (default: 256)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
     parser.add_argument("--check", action="store_true", help="validate the config and exit")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="commit nothing: every write runs, then rolls back"
+    )
     parser.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version=f"sqlproxy {__version__}")
     return parser.parse_args(argv)
@@ -36,6 +82,15 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
+    if args.dry_run:
+        os.environ["SQLPROXY_DRY_RUN"] = "1"  # read by every worker process it starts
+    if args.control_plane is not None:
+        return _main_fleet(args)
+    if args.worker_id is not None or args.listen is not None or args.admin_port is not None:
+        print(
+            "error: --worker-id, --listen and --admin-port go with --control-plane", file=sys.stderr
+        )
+        return 2
     try:
         config = load_file(args.config)
     except ConfigError as exc:
@@ -57,9 +112,60 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     if args.workers > 1 and args.worker_index is None:
-        return int(uvloop.run(_supervise(args.config, config, args.workers)))
+        path = args.config
+
+        def reload_ok() -> bool:
+            try:
+                load_file(path)
+            except ConfigError as exc:
+                log.error("reload refused, keeping the running configuration: %s", exc)
+                return False
+            return True
+
+        async def start_admin() -> None:
+            from proxyworker.server import Worker
+
+            if config.admin.port >= 0:
+                probe = Worker(config)
+                await admin.serve(config.admin.host, config.admin.port, probe.check_ready)
+
+        child = ["--config", path]
+        return int(uvloop.run(_supervise(child, args.workers, start_admin, reload_ok)))
     index = args.worker_index or 0
     uvloop.run(_serve(args.config, config, index, args.workers, args.worker_index is None))
+    return 0
+
+
+def _main_fleet(args: argparse.Namespace) -> int:
+    if args.check:
+        print("error: --check needs --config", file=sys.stderr)
+        return 2
+    if not args.worker_id:
+        print("error: --control-plane needs --worker-id", file=sys.stderr)
+        return 2
+    if args.workers < 1 or args.spool_max_mb < 1:
+        print("error: --workers and --spool-max-mb must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1 and args.listen is not None and args.listen[1] == 0:
+        print("error: --workers needs a fixed listen port", file=sys.stderr)
+        return 2
+    logs.setup("info", "json")
+    _raise_file_limit()
+    import uvloop
+
+    if args.workers > 1 and args.worker_index is None:
+        child = ["--control-plane", args.control_plane, "--worker-id", args.worker_id]
+        child += ["--state-dir", args.state_dir, "--spool-max-mb", str(args.spool_max_mb)]
+        if args.listen is not None:
+            child += ["--listen", f"[{args.listen[0]}]:{args.listen[1]}"]
+
+        async def start_admin() -> None:
+            await _fleet_probe(args)
+
+        return int(uvloop.run(_supervise(child, args.workers, start_admin, lambda: True)))
+    index = args.worker_index or 0
+    worker_id = args.worker_id if args.worker_index is None else f"{args.worker_id}-{index}"
+    uvloop.run(_serve_fleet(args, worker_id, index, args.workers, args.worker_index is None))
     return 0
 
 
@@ -104,10 +210,84 @@ async def _serve(path: str, config: WorkerConfig, index: int, workers: int, admi
     await worker.drain()
 
 
-async def _supervise(path: str, config: WorkerConfig, workers: int) -> int:
-    from prometheus_client.multiprocess import mark_process_dead
-
+async def _serve_fleet(
+    args: argparse.Namespace, worker_id: str, index: int, workers: int, admin_on: bool
+) -> None:
+    from proxyworker import fleet
+    from proxyworker.audit.spool import Spool
+    from proxyworker.audit.stream import AuditStream
     from proxyworker.server import Worker
+    from proxyworker.tasks import spawn
+
+    loop = asyncio.get_running_loop()
+    os.makedirs(args.state_dir, exist_ok=True)
+    log.info(
+        "following the control plane",
+        extra={"redis": fleet.redacted(args.control_plane), "worker_id": worker_id},
+    )
+    client = fleet.connect(args.control_plane)
+    store = fleet.SnapshotFile(args.state_dir)
+    candidates = await fleet.initial_snapshots(client, store)
+    first = candidates[0][0].config if candidates else WorkerConfig()
+    pinned = fleet.pin(first, args.listen, args.admin_port)
+    logs.setup(first.logging.level, first.logging.format)
+    spool_path = os.path.join(args.state_dir, f"audit-spool.{worker_id}.jsonl")
+    spool = Spool(spool_path, args.spool_max_mb << 20)
+    stream = AuditStream(client, spool)
+    # Built with nothing to enforce; the follower swaps the snapshot in, or refuses clients.
+    empty = fleet.effective(WorkerConfig(), pinned, warn=False)
+    worker = Worker(empty, index, workers, audit_writer=stream.write)
+    worker.id = worker_id
+    follower = fleet.ConfigFollower(worker, client, store, pinned, args.listen is not None)
+    follower.start_with(candidates)
+    await worker.start()
+    if admin_on and pinned.admin[1] >= 0:
+        await admin.serve(pinned.admin[0], pinned.admin[1], worker.check_ready)
+    stream.start()
+    following = spawn(follower.run(), name="config follower")
+    beating = spawn(fleet.HeartbeatSender(worker, client, follower).run(), name="heartbeats")
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, follower.poke)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    await stop.wait()
+    log.info("draining", extra={"sessions": len(worker.sessions)})
+    await worker.drain()
+    await stream.flush(5.0)
+    spool.close()
+    for task in (following, beating):
+        task.cancel()
+    await asyncio.gather(following, beating, return_exceptions=True)
+    await client.aclose()
+
+
+async def _fleet_probe(args: argparse.Namespace) -> None:
+    """The supervisor's /readyz: a worker that never listens follows the control plane too."""
+    from proxyworker import fleet
+    from proxyworker.server import Worker
+    from proxyworker.tasks import spawn
+
+    client = fleet.connect(args.control_plane)
+    candidates = await fleet.initial_snapshots(client, fleet.SnapshotFile(args.state_dir))
+    first = candidates[0][0].config if candidates else WorkerConfig()
+    pinned = fleet.pin(first, args.listen, args.admin_port)
+    if pinned.admin[1] < 0:
+        await client.aclose()
+        return
+    probe = Worker(fleet.effective(WorkerConfig(), pinned, warn=False))
+    follower = fleet.ConfigFollower(probe, client, None, pinned, listen_overridden=True)
+    follower.start_with(candidates)
+    spawn(follower.run(), name="config follower")
+    await admin.serve(pinned.admin[0], pinned.admin[1], probe.check_ready)
+
+
+async def _supervise(
+    child_args: list[str],
+    workers: int,
+    start_admin: Callable[[], Awaitable[None]],
+    reload_ok: Callable[[], bool],
+) -> int:
+    from prometheus_client.multiprocess import mark_process_dead
 
     own_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -120,7 +300,7 @@ async def _supervise(path: str, config: WorkerConfig, workers: int) -> int:
     async def run_child(index: int) -> None:
         while not stopping.is_set():
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "proxyworker", "--config", path,
+                sys.executable, "-m", "proxyworker", *child_args,
                 "--workers", str(workers), "--worker-index", str(index),
                 stdin=subprocess.DEVNULL,
             )  # fmt: skip
@@ -133,10 +313,7 @@ async def _supervise(path: str, config: WorkerConfig, workers: int) -> int:
 
     def forward(sig: signal.Signals) -> None:
         if sig is signal.SIGHUP:
-            try:
-                load_file(path)
-            except ConfigError as exc:
-                log.error("reload refused, keeping the running configuration: %s", exc)
+            if not reload_ok():
                 return
         else:
             stopping.set()
@@ -146,9 +323,7 @@ async def _supervise(path: str, config: WorkerConfig, workers: int) -> int:
 
     for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, forward, sig if sig is not signal.SIGINT else signal.SIGTERM)
-    if config.admin.port >= 0:
-        probe = Worker(config)
-        await admin.serve(config.admin.host, config.admin.port, probe.check_ready)
+    await start_admin()
     await asyncio.gather(*(run_child(i) for i in range(workers)))
     if own_dir is not None:
         shutil.rmtree(own_dir, ignore_errors=True)

@@ -19,7 +19,7 @@ import ssl
 import msgspec
 
 from proxyworker import metrics
-from proxyworker.audit.sink import AuditSink, file_writer
+from proxyworker.audit.sink import AuditSink, Writer, file_writer
 from proxyworker.config.schema import Database, WorkerConfig
 from proxyworker.policy.engine import Policy
 from proxyworker.protocol import messages as m
@@ -53,7 +53,15 @@ def cancel_socket_name(port: int, index: int) -> str:
 
 
 class Worker:
-    def __init__(self, config: WorkerConfig, index: int = 0, workers: int = 1) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        index: int = 0,
+        workers: int = 1,
+        audit_writer: Writer | None = None,
+    ) -> None:
+        """``audit_writer``: where audit events go whatever ``[audit] path`` says (the Redis
+        stream of a worker fed by the control plane)."""
         self.index = index
         self.workers = workers
         self.sessions: set[ClientSession] = set()
@@ -71,7 +79,13 @@ class Worker:
         self.id = f"{socket.gethostname()}-{index}"
         self.generation = 0
         """Bumped by every apply(); a session picks the new policy up between transactions."""
+        self.refusal: str | None = None
+        """Set while there is no configuration to enforce (a worker fed by the control plane
+        before its first snapshot): every client is refused with it (57P03), fail closed."""
         self._event_seq = 0
+        # Ids stay unique across restarts that reuse a pid (pid 1 in a container).
+        self._instance = f"{os.getpid()}.{secrets.token_hex(3)}"
+        self._audit_writer = audit_writer
         self.port = config.listen.port
         self.apply(config)
 
@@ -103,12 +117,13 @@ class Worker:
         self.generation += 1
         if not hasattr(self, "audit") or config.audit != self.config.audit:
             path = config.audit.path
-            self.audit = AuditSink(file_writer(path) if path else None, config.audit.queue_size)
+            writer = self._audit_writer or (file_writer(path) if path else None)
+            self.audit = AuditSink(writer, config.audit.queue_size)
         self.config, self.tls, self.users, self.pools = config, tls, users, pools
 
     def event_id(self) -> str:
         self._event_seq += 1
-        return f"{self.id}-{os.getpid()}-{self._event_seq}"
+        return f"{self.id}-{self._instance}-{self._event_seq}"
 
     # --- sessions and cancel keys ----------------------------------------------------------
 
@@ -247,6 +262,8 @@ class Worker:
 
     async def check_ready(self) -> dict[str, str]:
         """Per database: "ok" or why its upstream cannot be reached."""
+        if self.refusal is not None:
+            return {"configuration": self.refusal}
         results: dict[str, str] = {}
         for name, pool in self.pools.items():
             try:

@@ -23,16 +23,46 @@ import asyncio
 import enum
 import logging
 import random
+import re
 import secrets
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Literal, cast
 
 from proxyworker import metrics
+from proxyworker.analysis import StatementInfo, StatementKind
 from proxyworker.analysis.names import quote_identifier
 from proxyworker.config.events import AuditEvent
-from proxyworker.guard.checks import CLIENT_SQLSTATE, RATE_SQLSTATE, literal, raise_sql
-from proxyworker.guard.gate import NONSTANDARD_STRINGS, Gate, Verdict, deny_statement
+from proxyworker.guard.checks import (
+    CLIENT_SQLSTATE,
+    RATE_SQLSTATE,
+    ROWS_SQLSTATE,
+    literal,
+    raise_sql,
+)
+from proxyworker.guard.gate import (
+    NONSTANDARD_STRINGS,
+    ROWS_EXHAUSTED,
+    Gate,
+    Verdict,
+    deny_statement,
+)
+from proxyworker.guard.rewrite import (
+    DECIDE,
+    DRY_RUN_END,
+    DRY_RUN_SQLSTATE,
+    FINISH,
+    PREVIEW_SAVEPOINT,
+    Modes,
+    QueryPlan,
+    SettingRefused,
+    Statement,
+    dry_notice,
+    forced_dry_run,
+    plan_query,
+    plan_statement,
+)
+from proxyworker.policy.budget import rows_of_tag
 from proxyworker.policy.decision import DENIED, Deny
 from proxyworker.policy.network import refused
 from proxyworker.prepared import PreparedStatements, Renamed
@@ -73,6 +103,9 @@ _FUNCTION_CALL_REFUSAL = raise_sql(
     hint="Call the function with SELECT, or set listen.allow_function_call.",
 )
 _UNSAMPLED = "\x00unsampled"  # marks a kept event that is not emitted if allowed
+_COPY_IN = frozenset({m.COPY_DATA, m.COPY_DONE, m.COPY_FAIL, CONTINUATION})
+_REFUSAL_SENT = b"\x00sent"  # the honeytoken refusal already went out; drop up to ReadyForQuery
+_VALUE_STOP = raise_sql("sqlproxy: result refused: it carries a honeytoken value")
 _RATE_REFUSAL = raise_sql(
     "sqlproxy: statement refused by rate_limits",
     detail="Too many statements per second for this user, client address or database.",
@@ -130,13 +163,17 @@ def _injection(sql: str) -> bytes:
     return m.parse("_sqlproxy", sql) + _INJECTED_TAIL
 
 
-def _client_error(view: memoryview) -> tuple[memoryview, bool]:
+def _client_error(view: memoryview, dry_tags: list[bytes]) -> tuple[memoryview, bool]:
     """An ErrorResponse as the client should see it: the guard's private SQLSTATEs become
-    42501 / 53400 and the PL/pgSQL context of the guard's own DO block is dropped."""
+    42501 / 53400 and the PL/pgSQL context of the guard's own DO block is dropped; the end of
+    a dry run becomes its NOTICE."""
     if bytes(view).find(b"CSP") < 0:
         return view, False
     fields = m.parse_fields(view[5:])
-    code = CLIENT_SQLSTATE.get(fields.get("C", ""))
+    private = fields.get("C", "")
+    if private == DRY_RUN_SQLSTATE:
+        return memoryview(dry_notice(dry_tags)), False
+    code = CLIENT_SQLSTATE.get(private)
     if code is None:
         return view, False
     severity = fields.get("S", "ERROR")
@@ -146,37 +183,32 @@ def _client_error(view: memoryview) -> tuple[memoryview, bool]:
     return memoryview(rebuilt), True
 
 
-def _resolve_checked_query(
-    held: list[memoryview], prefix: int, baseline_released: bool = False
-) -> list[memoryview]:
-    """A simple Query run as baseline; client text; check — up to its ReadyForQuery.
-
-    A refusal by the check: only its error goes out. Otherwise the two CommandCompletes of
-    the guard's DO blocks are dropped (the check's only when it ran: not after an error of
-    the client's own), and error positions are moved back by the prefix.
-    """
-    for view in held:
-        if view[0] == m.ERROR_RESPONSE and _is_denial(view):
-            return [view]
-    failed = any(view[0] == m.ERROR_RESPONSE for view in held)
-    completes = [i for i, view in enumerate(held) if view[0] == m.COMMAND_COMPLETE]
-    first = [] if baseline_released else completes[:1]  # already dropped at CopyInResponse
-    drop = set(first if failed else first + completes[-1:])
-    return [
-        _shift_position(view, prefix) if view[0] == m.ERROR_RESPONSE else view
-        for i, view in enumerate(held)
-        if i not in drop
-    ]
-
-
-def _shift_position(view: memoryview, prefix: int) -> memoryview:
+def _shift_position(view: memoryview, plan: QueryPlan) -> memoryview:
     fields = m.parse_fields(view[5:])
     position = fields.get("P")
     if position is None or not position.isdigit():
         return view
-    fields["P"] = str(max(1, int(position) - prefix))
+    mapped = plan.position(int(position))
+    if mapped is None:
+        del fields["P"]  # it points into the guard's own text
+    else:
+        fields["P"] = str(mapped)
     body = b"".join(k.encode() + m.cstr(v) for k, v in fields.items()) + b"\x00"
     return memoryview(m.message(m.ERROR_RESPONSE, body))
+
+
+_ROWS_MARK = b"C" + ROWS_SQLSTATE.encode() + b"\x00"
+_MEASURED = re.compile(r"([^,]+)=(-?\d+)")
+# Cheap test for the worker's own settings in a session without a policy.
+_MENTIONS_PROXY = re.compile(rb"(?i)sqlproxy")
+
+
+_MAY_WRITE = Statement(None, writes=True)
+
+
+def _switches(statements: tuple[StatementInfo, ...]) -> bool:
+    """Could one of these be SET/RESET/SHOW of the worker's own sqlproxy.* switches?"""
+    return any(i.kind is StatementKind.SET or i.command == "SHOW" for i in statements)
 
 
 def _is_denial(view: memoryview) -> bool:
@@ -233,7 +265,28 @@ class ClientSession(asyncio.Protocol):
         self._held_bytes = 0
         self._checked_statements: set[str] = set()  # extended: statements needing the check
         self._check_pending = False
-        self._query_prefix: deque[int] = deque()  # per checked Query: characters prepended
+        # Dry run and preview (rewrite.py): the switches, the tags rolled back so far, the
+        # CommandComplete count of the planned Query being answered, per extended-protocol
+        # statement what it was rewritten to and per portal the tag its Execute reports.
+        self.modes = Modes(forced=forced_dry_run(worker.config.guard.dry_run))
+        self._dry_tags: list[bytes] = []
+        self._completes = 0
+        self._rewritten: dict[str, Statement] = {}
+        self._portal_tags: dict[str, tuple[bytes, bool]] = {}
+        self._dry_end_pending = False
+        self._preview_open = False  # a preview's savepoint awaits its Execute
+        self._bare_gate: Gate | None = None
+        self._dry_parsed: set[str] = set()  # statements parsed while a switch was on
+        # Honeytoken values with writes outside a transaction block: the worker opens one and
+        # decides COMMIT or ROLLBACK once it has seen the answers (rewrite.QueryPlan.decide).
+        self._writing: set[str] = set()  # extended: statements that may write
+        self._decide_pending = False  # extended: BEGIN sent in this batch, decide at its Sync
+        self._deciding = False  # client messages wait until COMMIT/ROLLBACK has been sent
+        # Rows changed: per limited table as the check measured them in the open transaction
+        # (cumulative), what the request being answered changed (measured; by command tags).
+        self._txn_rows: dict[str, int] = {}
+        self._request_rows: dict[str, int] = {}
+        self._tag_rows = 0
         self.policy = worker.policy
         self._generation = worker.generation
         self._forwarded = False  # any request sent yet
@@ -247,7 +300,6 @@ class ClientSession(asyncio.Protocol):
         self._last_tag = b""
         self._guard_refusal: str | None = None  # a refusal raised by the server-side check
         self._server_fatal = False
-        self._baseline_released = False  # a COPY FROM STDIN under the check already started
         self._carry = False  # the server framer held part of a message after the last chunk
         self._poisoned = b""  # the refusal to send at ReadyForQuery, once a value was seen
         self._statements: PreparedStatements | None = None  # transaction mode only
@@ -352,10 +404,12 @@ class ClientSession(asyncio.Protocol):
                 self.fatal("08P01", f"sqlproxy: {exc}")
                 return
             if kind == m.ERROR_RESPONSE:
-                view, guard_error = _client_error(view)
+                view, guard_error = _client_error(view, self._dry_tags)
                 if guard_error:
                     changed = True
                     self._guard_refusal = m.parse_fields(view[5:]).get("M")
+                elif view[0] != m.ERROR_RESPONSE:
+                    changed = True  # a dry run's end, now its NOTICE
                 elif m.parse_fields(view[5:]).get("V") == "FATAL":
                     self._server_fatal = True  # it closes next; its reason is the one to keep
             elif kind == m.NOTIFICATION_RESPONSE:
@@ -367,18 +421,47 @@ class ClientSession(asyncio.Protocol):
             elif kind == m.PARAMETER_STATUS:
                 name, value = m.parse_parameter_status(view[5:])
                 conn.params[name] = self.settings[name] = value
-            elif kind == m.COMMAND_COMPLETE and self._audit_pending:
-                self._last_tag = bytes(view[5:-1])
+            elif kind == m.NOTICE_RESPONSE and bytes(view).find(_ROWS_MARK) > 0:
+                self._measured(view)  # the check's report of rows changed: not the client's
+                changed = True
+                continue
+            elif kind == m.COMMAND_COMPLETE:
+                if self._audit_pending:
+                    self._last_tag = bytes(view[5:-1])
+                    self._tag_rows += rows_of_tag(self._last_tag)
+                if expectation is not None and expectation.request is Request.EXECUTE:
+                    if expectation.tag is not None:
+                        view = self._renamed(expectation.tag)
+                        changed = True
+                    elif self.modes.active and expectation.action is not Action.SWALLOW:
+                        self._dry_tags.append(bytes(view[5:-1]))
             if scan and kind in _CARRIERS and any(t in bytes(view) for t in tokens):
                 self._honeytoken_value_seen()
             if self._poisoned:
                 changed = True
                 dest = None
                 if kind == m.READY_FOR_QUERY:
-                    out.append(self._poisoned)
-                    out.append(view)
+                    if self._poisoned is not _REFUSAL_SENT:
+                        out.append(self._poisoned)
                     self._poisoned = b""
-                    self._held, self._held_bytes = None, 0
+                    self._held, self._held_bytes, self._completes = None, 0, 0
+                    self._note_end(conn, kind, view, expectation, ends)
+                    if (
+                        expectation is not None
+                        and isinstance(expectation.tag, QueryPlan)
+                        and expectation.tag.decide
+                    ):
+                        self._end_block(conn, commit=False)
+                    else:
+                        out.append(view)
+                    continue
+                if self._poisoned is not _REFUSAL_SENT and not self.tracker.units_in_flight():
+                    # No Sync sent yet (asyncpg prepares with Describe and Flush): refuse now
+                    # and make the server skip what follows up to the client's Sync.
+                    out.append(self._poisoned)
+                    self._poisoned = _REFUSAL_SENT
+                    assert conn.transport is not None
+                    conn.transport.write(self._inject(_VALUE_STOP, Action.SWALLOW))
                 self._note_end(conn, kind, view, expectation, ends)
                 continue
             action = Action.FORWARD if expectation is None else expectation.action
@@ -388,7 +471,11 @@ class ClientSession(asyncio.Protocol):
                 out.append(view)
                 continue
             changed = True
-            dest = self._withhold(action, kind, view, ends, out)
+            if action is Action.CHECK_QUERY:
+                assert expectation is not None and isinstance(expectation.tag, QueryPlan)
+                dest = self._planned(expectation.tag, kind, view, out, conn)
+            else:
+                dest = self._withhold(action, kind, view, ends, out)
             if self._held_bytes > self.worker.config.guard.max_held_bytes:
                 conn.abort()
                 self.fatal("54000", "sqlproxy: result too large to withhold until verified")
@@ -435,7 +522,12 @@ class ClientSession(asyncio.Protocol):
             elapsed = time.perf_counter() - self._started.popleft()
             self._labels.latency.observe(elapsed)
             if self._audit_pending:
-                self._audited(self._audit_pending.popleft(), elapsed)
+                self._audited(self._audit_pending.popleft(), elapsed, self._settle_rows())
+            if conn.status == _STATUS_IDLE:
+                self._txn_rows.clear()
+                if not self._started:
+                    self.modes.dry_transaction = False  # nothing sent since is in a block
+                    self._dry_tags.clear()
             if self.tracker.dropped:
                 self._skipped(self.tracker.dropped)
                 self.tracker.dropped = []
@@ -481,23 +573,6 @@ class ClientSession(asyncio.Protocol):
             if ends:
                 self._held, self._held_bytes = None, 0
             return None
-        if action is Action.CHECK_QUERY and kind == m.READY_FOR_QUERY:
-            assert held is not None
-            prefix = self._query_prefix.popleft()
-            out.extend(_resolve_checked_query(held, prefix, self._baseline_released))
-            out.append(view)
-            self._held, self._held_bytes, self._baseline_released = None, 0, False
-            return out
-        if action is Action.CHECK_QUERY and kind == m.COPY_IN_RESPONSE and held is not None:
-            # The client must see this to start sending. Before it came the baseline's
-            # CommandComplete (dropped) and results of statements before the COPY.
-            completes = [i for i, v in enumerate(held) if v[0] == m.COMMAND_COMPLETE]
-            if completes and not self._baseline_released:
-                del held[completes[0]]
-            out.extend(held)
-            out.append(view)
-            self._held, self._held_bytes, self._baseline_released = [], 0, True
-            return None
         if held is None:
             held = self._held = []
         if action is Action.HOLD and kind == m.ERROR_RESPONSE and ends:
@@ -514,6 +589,70 @@ class ClientSession(asyncio.Protocol):
         held.append(view)
         self._held_bytes += len(view)
         return held  # type: ignore[return-value]
+
+    def _planned(
+        self,
+        plan: QueryPlan,
+        kind: int,
+        view: memoryview,
+        out: list[bytes | memoryview],
+        conn: ServerConnection,
+    ) -> list[bytes | memoryview] | None:
+        """One answer to a rebuilt Query (``rewrite.py``): the guard's own CommandCompletes
+        dropped, tags renamed, error positions mapped back to the client's text; everything
+        withheld until ReadyForQuery when a limit check decides (a refusal by the check: only
+        its error goes out). Returns where a continuation of this message goes."""
+        if kind == m.READY_FOR_QUERY:
+            held = self._held
+            if held is not None:
+                denial = next((v for v in held if v[0] == m.ERROR_RESPONSE and _is_denial(v)), None)
+                out.extend([denial] if denial is not None else held)
+            self._held, self._held_bytes, self._completes = None, 0, 0
+            if plan.decide:
+                self._end_block(conn, commit=view[5] == ord("T"))
+            else:
+                out.append(view)
+            return out
+        pieces: list[memoryview] = [view]
+        if kind == m.COMMAND_COMPLETE:
+            index = self._completes
+            self._completes += 1
+            renamed = plan.rename.get(index)
+            if index in plan.drop:
+                pieces = []
+            elif renamed is not None:
+                pieces = [memoryview(m.message(m.COMMAND_COMPLETE, renamed + b"\x00"))]
+            elif plan.collect:
+                self._dry_tags.append(bytes(view[5:-1]))
+            if index in plan.notice_after:
+                pieces.append(memoryview(dry_notice(self._dry_tags)))
+        elif kind == m.ERROR_RESPONSE and view[0] == m.ERROR_RESPONSE:
+            pieces = [_shift_position(view, plan)]
+        held = self._held
+        if kind == m.COPY_IN_RESPONSE:
+            # The client must see this to start sending: release what came before it.
+            if held is not None:
+                out.extend(held)
+                self._held, self._held_bytes = [], 0
+            out.extend(pieces)
+            return None
+        if not plan.hold:
+            out.extend(pieces)
+            return out if pieces else None
+        if held is None:
+            held = self._held = []
+        held.extend(pieces)
+        self._held_bytes += sum(len(p) for p in pieces)
+        return held if pieces else None  # type: ignore[return-value]  # (as _withhold)
+
+    def _renamed(self, tag: object) -> memoryview:
+        """The CommandComplete of a rewritten extended-protocol statement, as the client's."""
+        assert isinstance(tag, tuple)
+        shown, with_notice = tag
+        out = m.message(m.COMMAND_COMPLETE, shown + b"\x00")
+        if with_notice:
+            out += dry_notice(self._dry_tags)
+        return memoryview(out)
 
     def _parsed(self, conn: ServerConnection, server_name: object, ok: bool) -> None:
         """Transaction mode: the answer to a renamed Parse arrived."""
@@ -598,6 +737,8 @@ class ClientSession(asyncio.Protocol):
                 tls_done = True
 
     async def _attach(self, startup: StartupMessage) -> None:
+        if self.worker.refusal is not None:
+            raise ClientError("57P03", self.worker.refusal)
         params = startup.params
         self.user = params["user"]
         self.database = params.get("database") or self.user
@@ -636,7 +777,7 @@ class ClientSession(asyncio.Protocol):
         gate = Gate(policy, self.user, self.database, sticky=pool.limited)
         if gate.active:
             self.gate = gate
-            if policy.limits:
+            if policy.limits or policy.honeytoken_tables:
                 gate.catalog = await pool.catalog.get()
         self._labels = metrics.database_labels(self.database)
         try:
@@ -703,7 +844,17 @@ class ClientSession(asyncio.Protocol):
         except m.MalformedMessage as exc:
             self.fatal("08P01", f"sqlproxy: {exc}")
             return
-        if self._acquiring or self._backlog:
+        if self._deciding and not self._acquiring and not self._backlog:
+            # COPY data of the statement being decided goes on; the rest waits for it.
+            n = 0
+            while n < len(msgs) and msgs[n][0] in _COPY_IN:
+                n += 1
+            if n:
+                self._forward(msgs[:n], None)
+            msgs = msgs[n:]
+            if not msgs:
+                return
+        if self._acquiring or self._backlog or self._deciding:
             self._backlog.extend(msgs)
             return
         if self.server is None:
@@ -746,21 +897,30 @@ class ClientSession(asyncio.Protocol):
                     replacement = m.query(_RATE_REFUSAL)
                 elif over:
                     # The batch ran up to here: failing before its Sync rolls it back.
-                    self._check_pending = False
+                    self._check_pending = self._dry_end_pending = False
                     replacement = self._inject(_RATE_REFUSAL, Action.FORWARD) + bytes(view)
-                    expect(Request.SYNC)
+                    self._expect_sync()
                 elif kind == m.QUERY:
-                    action = Action.FORWARD
-                    if self.gate is not None:
-                        replacement, action = self._gate_query(self.gate, server, view)
-                    expect(Request.QUERY, action)
+                    plan = None
+                    gate = self.gate or self._bare(view)
+                    if gate is not None:
+                        replacement, plan = self._gate_query(gate, server, view)
+                    if plan is None:
+                        expect(Request.QUERY)
+                    else:
+                        expect(Request.QUERY, Action.CHECK_QUERY, plan)
+                        self._deciding = plan.decide
                     if statements is not None:
                         self._note_statement_reset(view, server)
                 elif kind == m.SYNC:
-                    check = self._pending_check(server)
-                    if check is not None:
-                        replacement = check + bytes(view)
-                    expect(Request.SYNC)
+                    before = self._pending_check(server) or b""
+                    if self._dry_end_pending:
+                        # Roll back the batch's implicit transaction: a dry run's writes.
+                        self._dry_end_pending = False
+                        before += self._inject(DRY_RUN_END, Action.FORWARD)
+                    if before:
+                        replacement = before + bytes(view)
+                    self._expect_sync()
                 else:
                     expect(Request.QUERY)
                     if not self.worker.config.listen.allow_function_call:
@@ -769,11 +929,29 @@ class ClientSession(asyncio.Protocol):
                     # The decisions made for this request, audited when it completes.
                     self._audit_pending.append(tuple(self._unit_events))
                     self._unit_events.clear()
+                if self._deciding:
+                    # What the client sent after it waits until the worker's COMMIT/ROLLBACK,
+                    # but for its COPY data (asyncpg sends it without waiting for the answer).
+                    rest = msgs[i + 1 :]
+                    n = 0
+                    while n < len(rest) and rest[n][0] in _COPY_IN:
+                        n += 1
+                    self._backlog.extend(rest[n:])
+                    if out is None:
+                        out = [v for _, v in msgs[:i]]
+                    out.append(replacement if replacement is not None else view)
+                    out.extend(v for _, v in rest[:n])
+                    self._flush_out(server, msgs, out, None)
+                    return
             elif kind in _EXTENDED:
                 self._unsynced = True
                 prefix = b""
-                if self.gate is not None and kind in (m.PARSE, m.BIND):
-                    prefix, denied = self._gate_extended(self.gate, server, kind, view)
+                gate = self.gate
+                if gate is None and (kind == m.PARSE or kind == m.BIND):
+                    gate = self._bare(view)
+                original = view
+                if gate is not None and kind in (m.PARSE, m.BIND):
+                    prefix, denied, view = self._gate_extended(gate, server, kind, view)
                     if denied:
                         if out is None:
                             out = [v for _, v in msgs[:i]]
@@ -788,11 +966,24 @@ class ClientSession(asyncio.Protocol):
                 request = _EXTENDED[kind]
                 if request is Request.DESCRIBE_STATEMENT and view[5] == ord("P"):
                     request = Request.DESCRIBE_PORTAL
-                tag = renamed.server_name if renamed is not None and kind == m.PARSE else None
+                tag: object = (
+                    renamed.server_name if renamed is not None and kind == m.PARSE else None
+                )
+                if kind == m.EXECUTE and self._portal_tags:
+                    tag = self._portal_tags.get(m.read_cstr(view, 5)[0])
                 hold = self._check_pending and kind != m.PARSE
                 expect(request, Action.HOLD if hold else Action.FORWARD, tag or None)
+                if view is not original and replacement is None:
+                    replacement = view
                 if prefix:
                     replacement = prefix + bytes(replacement if replacement is not None else view)
+                if kind == m.EXECUTE and self._preview_open:
+                    # A preview inside a transaction block: undo it, keep the block.
+                    self._preview_open = False
+                    undo = self._inject(
+                        f"ROLLBACK TO SAVEPOINT {PREVIEW_SAVEPOINT}", Action.SWALLOW
+                    ) + self._inject(f"RELEASE SAVEPOINT {PREVIEW_SAVEPOINT}", Action.SWALLOW)
+                    replacement = bytes(replacement if replacement is not None else view) + undo
             elif kind == m.FLUSH:
                 self._unsynced = True
                 check = self._pending_check(server)
@@ -836,15 +1027,29 @@ class ClientSession(asyncio.Protocol):
         protocol: Literal["simple", "extended"],
     ) -> Verdict:
         assert self.pool is not None
-        if self.policy.limits:
+        if self.policy.limits or self.policy.honeytoken_tables:
             gate.catalog = self.pool.catalog.snapshot()
         sql = self._sql_of(server, raw)
         if isinstance(sql, Deny):
-            self._record(Verdict(sql, "denied"), protocol)
+            if gate is self.gate:
+                self._record(Verdict(sql, "denied"), protocol)
             return Verdict(sql, "denied")
+        budget = self.policy.rows_budget
+        left = 0.0
+        if budget is not None:
+            left = budget.left(self.user)
+            gate.allowance = int(left) + sum(self._txn_rows.values())
         verdict = gate.decide(sql, autocommit=server.status == _STATUS_IDLE)
-        metrics.GUARD_PATHS.labels(verdict.path).inc()
-        self._record(verdict, protocol)
+        if (
+            budget is not None
+            and left < 1
+            and not isinstance(verdict.decision, Deny)
+            and any(gate.writes(verdict.statements))
+        ):
+            verdict = Verdict(ROWS_EXHAUSTED, "denied", verdict.statements)
+        if gate is self.gate:
+            metrics.GUARD_PATHS.labels(verdict.path).inc()
+            self._record(verdict, protocol)
         return verdict
 
     def _record(self, verdict: Verdict, protocol: Literal["simple", "extended"]) -> None:
@@ -859,7 +1064,7 @@ class ClientSession(asyncio.Protocol):
             log.info("denied", extra={"rule": rule, "user": self.user, "client": self.peer})
         elif decision.alerts:
             kind, rule, message = "alert", decision.alerts[0], None
-        elif decision.verify or (sampled := random.random() < audit.sample_allowed):
+        elif (sampled := random.random() < audit.sample_allowed) or decision.verify:
             # A verified statement is kept in case the server-side check refuses it; it is
             # emitted as allowed only when sampled (see _audited).
             kind, message = "allow", None
@@ -867,6 +1072,7 @@ class ClientSession(asyncio.Protocol):
         else:
             return
         first = verdict.statements[0] if verdict.statements else None
+        target = self.gate.target(verdict.statements) if self.gate is not None else None
         self._unit_events.append(
             AuditEvent(
                 id=self.worker.event_id(),
@@ -882,10 +1088,42 @@ class ClientSession(asyncio.Protocol):
                 normalized="; ".join(s.normalized for s in verdict.statements),
                 message=message,
                 protocol=protocol,
+                rows={target: 0} if target else None,  # named for rows the tags report
             )
         )
 
-    def _audited(self, events: tuple[AuditEvent, ...], elapsed: float) -> None:
+    def _measured(self, view: memoryview) -> None:
+        """The limit check's NOTICE: rows changed per limited table in this transaction."""
+        detail = m.parse_fields(view[5:]).get("D", "")
+        for name, count in _MEASURED.findall(detail):
+            total = int(count)
+            delta = total - self._txn_rows.get(name, 0)
+            self._txn_rows[name] = total
+            if delta:
+                self._request_rows[name] = self._request_rows.get(name, 0) + delta
+
+    def _settle_rows(self) -> dict[str, int] | None:
+        """A request is answered: take its rows out of the user's budget (what the check
+        measured, or what the command tags say when that is more) and return them per table
+        for the audit event."""
+        rows, tagged = self._request_rows, self._tag_rows
+        self._tag_rows = 0
+        if not rows and not tagged:
+            return None
+        self._request_rows = {}
+        if self._guard_refusal is not None:
+            return None  # refused by the check: rolled back, nothing changed
+        measured = sum(rows.values())
+        budget = self.policy.rows_budget
+        if budget is not None:
+            budget.spend(self.user, max(measured, tagged))
+        if tagged > measured:
+            rows[""] = tagged - measured  # by command tags, in tables not measured
+        return {k: v for k, v in rows.items() if v}
+
+    def _audited(
+        self, events: tuple[AuditEvent, ...], elapsed: float, rows: dict[str, int] | None = None
+    ) -> None:
         tag = self._last_tag.decode(errors="replace") or None
         refusal, self._last_tag, self._guard_refusal = self._guard_refusal, b"", None
         for event in events:
@@ -896,6 +1134,10 @@ class ClientSession(asyncio.Protocol):
             elif event.rule == _UNSAMPLED:
                 continue
             event.duration_ms = round(elapsed * 1000, 3)
+            target = next(iter(event.rows), "") if event.rows else ""
+            event.rows = None
+            if rows and event.decision != "deny":
+                event.rows = {target if k == "" and target else k: v for k, v in rows.items()}
             event.command_tag = tag if event.decision != "deny" else None
             self.worker.audit.emit(event)
 
@@ -930,47 +1172,165 @@ class ClientSession(asyncio.Protocol):
 
     def _gate_query(
         self, gate: Gate, server: ServerConnection, view: memoryview
-    ) -> tuple[bytes | None, Action]:
-        """A simple Query: allow as is, deny in order, or append the limit check."""
+    ) -> tuple[bytes | None, QueryPlan | None]:
+        """A simple Query: allow as is, deny in order, or rebuild it around what the guard
+        adds (limit checks, dry run, preview, the worker's own settings: ``rewrite.py``)."""
         verdict = self._verdict(gate, server, view[5:-1], "simple")
         decision = verdict.decision
         if isinstance(decision, Deny):
-            return m.query(deny_statement(decision)), Action.FORWARD
-        if verdict.check_sql is None:
-            return None, Action.FORWARD
+            return m.query(deny_statement(decision)), None
+        statements = verdict.statements
+        checks = gate.checks() if verdict.check_sql is not None else None
+        decide = self._decides(server)
+        if checks is None and not self.modes.active and not _switches(statements) and not decide:
+            return None, None
         sql = bytes(view[5:-1]).decode()
-        prefix = f"{verdict.baseline_sql};"
-        self._query_prefix.append(len(prefix))
-        # A newline ends a trailing -- comment; the text parsed, so nothing else is open.
-        return m.query(f"{prefix}{sql}\n;{verdict.check_sql}"), Action.CHECK_QUERY
+        try:
+            plan = plan_query(
+                sql,
+                statements,
+                server.status,
+                checks,
+                self.modes,
+                gate.writes(statements),
+                decide,
+            )
+        except SettingRefused as exc:
+            return m.query(raise_sql(f"sqlproxy: {exc}", sqlstate=exc.sqlstate)), None
+        if plan is None:
+            return None, None
+        return m.query(plan.sql), plan
 
     def _gate_extended(
         self, gate: Gate, server: ServerConnection, kind: int, view: memoryview
-    ) -> tuple[bytes, bool]:
+    ) -> tuple[bytes, bool, memoryview]:
         """Parse: decide; a denial replaces it by a statement that fails in its place
-        (returned with True). Bind of a statement that needs the check arms it for the next
-        Sync or Flush and gets the baseline sent before it (returned with False)."""
+        (returned with True); under dry run or preview, or for the worker's own settings, the
+        Parse may carry other text (the view returned). Bind of a statement that needs the
+        check arms it for the next Sync or Flush and gets the baseline sent before it."""
         body = view[5:]
         if kind == m.BIND:
-            _, name, _ = m.split_bind(body)
+            portal, name, _ = m.split_bind(body)
+            prefix = b""
             if name in self._checked_statements:
                 self._check_pending = True
                 baseline = gate.baseline()
                 if baseline:
-                    return self._inject(baseline, Action.SWALLOW), False
-            return b"", False
+                    prefix = self._inject(baseline, Action.SWALLOW)
+            if self._portal_tags:
+                self._portal_tags.pop(portal, None)
+            if (
+                name in self._writing
+                and not self._decide_pending
+                and not self.modes.active
+                and self._decides(server)
+            ):
+                # A write that may return a honeytoken value: in a block of the worker's.
+                self._decide_pending = True
+                prefix += self._inject("BEGIN", Action.SWALLOW)
+            rewritten = self._rewritten.get(name) if self._rewritten else None
+            if rewritten is None and self.modes.active and name not in self._dry_parsed:
+                # Prepared before the switch was turned on: it may write, roll it back.
+                rewritten = _MAY_WRITE
+            if rewritten is not None:
+                prefix += self._bind_rewritten(rewritten, portal, server)
+            return prefix, False, view
         parsed = m.parse_parse(body)
         verdict = self._verdict(gate, server, parsed.sql.encode(), "extended")
         decision = verdict.decision
         if isinstance(decision, Deny):
             self._checked_statements.discard(parsed.name)
+            self._rewritten.pop(parsed.name, None)
             # Its error answers the client's Parse; the server then skips to the Sync.
-            return self._inject(deny_statement(decision), Action.FORWARD), True
+            return self._inject(deny_statement(decision), Action.FORWARD), True, view
         if verdict.check_sql is not None:
             self._checked_statements.add(parsed.name)
         else:
             self._checked_statements.discard(parsed.name)
-        return b"", False
+        statements = verdict.statements
+        if self._tokens and not self.policy.honeytoken_alert:
+            if any(gate.writes(statements)):
+                self._writing.add(parsed.name)
+            else:
+                self._writing.discard(parsed.name)
+        if not self.modes.active and not _switches(statements):
+            if self._rewritten:
+                self._rewritten.pop(parsed.name, None)
+            if self._dry_parsed:
+                self._dry_parsed.discard(parsed.name)
+            return b"", False, view
+        if self.modes.active:
+            self._dry_parsed.add(parsed.name)
+        try:
+            rewritten = plan_statement(
+                statements, server.status, self.modes, gate.writes(statements)
+            )
+        except SettingRefused as exc:
+            self._rewritten.pop(parsed.name, None)
+            refusal = raise_sql(f"sqlproxy: {exc}", sqlstate=exc.sqlstate)
+            return self._inject(refusal, Action.FORWARD), True, view
+        if rewritten is None:
+            self._rewritten.pop(parsed.name, None)
+            return b"", False, view
+        self._rewritten[parsed.name] = rewritten
+        if rewritten.sql is not None:
+            view = memoryview(m.parse(parsed.name, rewritten.sql, parsed.param_types))
+        return b"", False, view
+
+    def _bind_rewritten(self, rewritten: Statement, portal: str, server: ServerConnection) -> bytes:
+        """Bind of a rewritten statement: remember the tag its Execute shows; a write under dry
+        run is rolled back with the batch's implicit transaction (outside a block) or at the
+        block's COMMIT; a preview inside a block runs under a savepoint."""
+        if rewritten.tag is not None:
+            self._portal_tags[portal] = rewritten.tag
+        if not rewritten.writes:
+            return b""
+        if server.status == _STATUS_IDLE:
+            self._dry_end_pending = True
+            return b""
+        self.modes.dry_transaction = True
+        if rewritten.preview and server.status == b"T":
+            self._preview_open = True
+            return self._inject(f"SAVEPOINT {PREVIEW_SAVEPOINT}", Action.SWALLOW)
+        return b""
+
+    def _decides(self, server: ServerConnection) -> bool:
+        """Must a write outside a transaction block run in one the worker opens, so it can
+        still be rolled back when an answer carries a honeytoken value?"""
+        return (
+            bool(self._tokens)
+            and not self.policy.honeytoken_alert
+            and (server.status == _STATUS_IDLE)
+        )
+
+    def _end_block(self, conn: ServerConnection, commit: bool) -> None:
+        """End the transaction block the worker opened (QueryPlan.decide), then let the
+        client's waiting messages through."""
+        self._started.append(time.perf_counter())
+        self.tracker.expect(Request.QUERY, Action.CHECK_QUERY, FINISH)
+        assert conn.transport is not None
+        conn.transport.write(m.query("COMMIT" if commit else "ROLLBACK"))
+        self._deciding = False
+        if self._backlog and self.server is conn:
+            backlog, self._backlog = self._backlog, []
+            self._forward(backlog, None)
+
+    def _bare(self, view: memoryview) -> Gate | None:
+        """A session without a policy still answers the worker's own settings and runs dry:
+        a gate with nothing to enforce, only when needed."""
+        if not self.modes.active and _MENTIONS_PROXY.search(view) is None:
+            return None
+        if self._bare_gate is None:
+            self._bare_gate = Gate(self.policy, self.user, self.database)
+        return self._bare_gate
+
+    def _expect_sync(self) -> None:
+        if self._decide_pending:
+            self._decide_pending = False
+            self._deciding = True
+            self.tracker.expect(Request.SYNC, Action.CHECK_QUERY, DECIDE)
+        else:
+            self.tracker.expect(Request.SYNC)
 
     def _pending_check(self, server: ServerConnection) -> bytes | None:
         """Before a Sync or Flush: the limit check, if a statement needing it ran."""

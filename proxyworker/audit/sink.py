@@ -2,18 +2,20 @@
 
 The relay only calls ``emit``, which never blocks: when the queue is full the event is counted
 in ``sqlproxy_audit_dropped_total`` (and the sink should be made faster or the queue larger).
-Standalone workers write JSON lines to a file or stdout; the control plane connection will
-plug in another writer behind the same interface.
+Standalone workers write JSON lines to a file or stdout; a worker fed by the control plane
+appends them to a Redis stream (``audit/stream.py``) behind the same interface: a writer takes
+one batch of lines and may be a coroutine function.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from prometheus_client import Counter
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 AUDIT_EVENTS = Counter("sqlproxy_audit_events", "Audit events by decision", ["decision"])
 AUDIT_DROPPED = Counter("sqlproxy_audit_dropped", "Audit events dropped: the queue was full")
 
-Writer = Callable[[list[bytes]], None]
+Writer = Callable[[list[bytes]], Awaitable[None] | None]
 
 
 def file_writer(path: str) -> Writer:
@@ -73,7 +75,9 @@ class AuditSink:
                 batch.append(self._queue.get_nowait())
             lines = [self._encoder.encode(e) + b"\n" for e in batch]
             try:
-                self._writer(lines)
+                written = self._writer(lines)
+                if inspect.isawaitable(written):
+                    await written
             except OSError as exc:
                 AUDIT_DROPPED.inc(len(batch))
                 log.error("audit write failed: %s", exc)

@@ -28,3 +28,7 @@ class AuditEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
     duration_ms: float | None = None
     """From forwarding the request to its ReadyForQuery (None when refused before the server)."""
     command_tag: str | None = None
+    rows: dict[str, int] | None = None
+    """Rows changed per table ("schema.table": rows updated + deleted) as the guard measured
+    them for limited tables, or as the command tag reports them ("" for the statement's
+    target when no table is known). None when nothing was measured."""

@@ -98,9 +98,6 @@ class RateLimits(_Section):
             value = getattr(self, key)
             if value is not None and value <= 0:
                 raise ValueError(f"`{key}`: must be positive")
-        if self.rows_changed_per_minute is not None:
-            # Refused rather than silently ignored: an operator must not believe it enforced.
-            raise ValueError("`rows_changed_per_minute`: not supported by this worker yet")
 
 
 class DatabasePolicy(_Section):
@@ -143,7 +140,3 @@ class Guard(_Section):
     """Seconds between catalog cache refreshes (DDL through the worker refreshes at once)."""
     max_held_bytes: int = 16 * 1024 * 1024
     """Results withheld until a verdict; a statement returning more is denied."""
-
-    def __post_init__(self) -> None:
-        if self.dry_run:
-            raise ValueError("`dry_run`: not supported by this worker yet")

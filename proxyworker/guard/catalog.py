@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import psycopg
 
@@ -23,6 +24,8 @@ from proxyworker.analysis import AnalysisError, analyze
 from proxyworker.config.schema import Upstream
 
 log = logging.getLogger(__name__)
+_K = TypeVar("_K")
+_Rel = tuple[str, str]
 
 # Built-ins that are stable but read or run SQL named in a string argument.
 _RUNS_TEXT = frozenset(
@@ -75,7 +78,12 @@ class Catalog:
     """Domain types (name and schema.name): a cast to one runs its CHECK constraints."""
     calls: dict[str, frozenset[str]] = field(default_factory=dict)
     """User functions and views (name and schema.name) -> every function they call, through
-    other user functions too: what a signature must see behind a call or a read."""
+    other user functions too: what a signature must see behind a call or a read. COPY ...
+    PROGRAM and COPY to or from a server file in their bodies appear as ``COPY_PROGRAM`` and
+    ``COPY_SERVER_FILE``."""
+    behind: dict[tuple[str, str], frozenset[tuple[str, str]]] = field(default_factory=dict)
+    """Views, materialized views and inheritance parents (schema, name) -> every relation
+    whose rows they show, through each other: what a honeytoken table must be seen behind."""
 
     def tables(self) -> list[Relation]:
         return [r for r in self.relations if r.kind in ("r", "p")]
@@ -149,6 +157,49 @@ WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_s
 """
 
 
+_BEHIND = """
+SELECT DISTINCT vn.nspname, v.relname, bn.nspname, b.relname
+FROM pg_catalog.pg_rewrite r
+JOIN pg_catalog.pg_class v ON v.oid = r.ev_class
+JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace
+JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+     AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> v.oid
+JOIN pg_catalog.pg_class b ON b.oid = d.refobjid
+JOIN pg_catalog.pg_namespace bn ON bn.oid = b.relnamespace
+WHERE v.relkind IN ('v', 'm')
+UNION
+SELECT pn.nspname, p.relname, cn.nspname, c.relname
+FROM pg_catalog.pg_inherits i
+JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
+JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
+JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
+"""
+COPY_PROGRAM = "\x00copy_program"
+COPY_SERVER_FILE = "\x00copy_server_file"
+
+
+def _closure(direct: dict[_K, set[_K]]) -> dict[_K, frozenset[_K]]:
+    """Each key with everything it reaches through the others."""
+    out: dict[_K, frozenset[_K]] = {}
+    for key, reached in direct.items():
+        seen, todo = set(reached), list(reached)
+        while todo:
+            for more in direct.get(todo.pop(), ()):
+                if more not in seen:
+                    seen.add(more)
+                    todo.append(more)
+        out[key] = frozenset(seen)
+    return out
+
+
+def _behind(rows: list[tuple[str, str, str, str]]) -> dict[_Rel, frozenset[_Rel]]:
+    direct: dict[_Rel, set[_Rel]] = {}
+    for schema, name, base_schema, base in rows:
+        direct.setdefault((schema, name), set()).add((base_schema, base))
+    return _closure(direct)
+
+
 def _calls(rows: list[tuple[str, str, str]]) -> dict[str, frozenset[str]]:
     """What each user function and view calls, closed over calls to each other."""
     direct: dict[str, set[str]] = {}
@@ -159,6 +210,10 @@ def _calls(rows: list[tuple[str, str, str]]) -> dict[str, frozenset[str]]:
             called = {"\x00unanalysable"}  # never matches a safe built-in: verified
         else:
             called = {f for info in infos for f in info.functions}
+            if any(info.copy_program for info in infos):
+                called.add(COPY_PROGRAM)
+            if any(info.copy_server_file for info in infos):
+                called.add(COPY_SERVER_FILE)
         for key in (name, f"{schema}.{name}"):
             direct.setdefault(key, set()).update(called)
     for _ in range(8):  # nesting deeper than this is rare; each pass adds a level
@@ -204,6 +259,7 @@ async def load(target: Upstream, timeout: float) -> Catalog:
             operators = await (await conn.execute(_USER_OPERATORS)).fetchall()
             domains = await (await conn.execute(_DOMAINS)).fetchall()
             code = await (await conn.execute(_CODE)).fetchall()
+            behind = await (await conn.execute(_BEHIND)).fetchall()
     keys: dict[int, list[frozenset[str]]] = {}
     for relid, columns in unique:
         keys.setdefault(int(relid), []).append(frozenset(columns))
@@ -213,6 +269,7 @@ async def load(target: Upstream, timeout: float) -> Catalog:
         user_operators=_names(operators),
         domains=_names(domains),
         calls=_calls(code),
+        behind=_behind(behind),
         safe_functions=frozenset(safe),
         relations=tuple(
             Relation(

@@ -19,6 +19,8 @@ from proxyworker.policy.tables import TableLimits
 
 GUARD_SQLSTATE = "SP401"
 RATE_SQLSTATE = "SP534"
+ROWS_SQLSTATE = "SP402"
+"""The NOTICE in which the check reports the rows it measured (the session swallows it)."""
 # The private SQLSTATEs the guard raises and what the client sees instead.
 CLIENT_SQLSTATE = {GUARD_SQLSTATE: "42501", RATE_SQLSTATE: "53400"}
 
@@ -113,11 +115,18 @@ def baseline_sql(tables: Sequence[LimitedTable]) -> str:
 _EMPTIED = literal("Table %s was truncated, dropped or rewritten: that changes every row.")
 
 
-def limit_check_sql(tables: Sequence[LimitedTable], immediate: bool = False) -> str:
+def limit_check_sql(
+    tables: Sequence[LimitedTable], immediate: bool = False, allowance: int | None = None
+) -> str:
     """``immediate``: first fire deferred triggers (autocommit: the commit follows at once,
-    and what they change must be counted before it)."""
+    and what they change must be counted before it). ``allowance``: the rows the user's
+    rows_changed_per_minute budget still allows this transaction (None: no budget).
+
+    It ends by reporting what it measured per table in a NOTICE (``ROWS_SQLSTATE``, DETAIL
+    ``schema.table=rows,...``): the session swallows it and audits the rows."""
     lines = [
-        "DO $sqlproxy$DECLARE n bigint; b bigint[] := pg_catalog.string_to_array("
+        "DO $sqlproxy$DECLARE n bigint; t bigint := 0; r text[] := '{}'; "
+        "b bigint[] := pg_catalog.string_to_array("
         f"pg_catalog.current_setting({literal(BASELINE_SETTING)}, true), ',')::bigint[]; BEGIN"
     ]
     if immediate:
@@ -133,11 +142,30 @@ def limit_check_sql(tables: Sequence[LimitedTable], immediate: bool = False) -> 
             f"HINT = {_HINT}; "
             "END IF;"
         )
+        lines.append(f"t := t + n; r := r || pg_catalog.concat({literal(table.name + '=')}, n);")
         lines.append(
             f"IF ({_storage(table)}) IS DISTINCT FROM b[{count + i}] THEN RAISE EXCEPTION USING "
             f"ERRCODE = {literal(GUARD_SQLSTATE)}, "
             f"MESSAGE = {literal('sqlproxy: statement refused by table_limits')}, "
             f"DETAIL = format({_EMPTIED}, {literal(table.name)}), HINT = {_HINT}; END IF;"
         )
+    if allowance is not None:
+        lines.append(
+            f"IF t > {max(allowance, 0)} THEN RAISE EXCEPTION USING "
+            f"ERRCODE = {literal(RATE_SQLSTATE)}, "
+            f"MESSAGE = {literal('sqlproxy: statement refused by rate_limits')}, "
+            f"DETAIL = format({_BUDGET}, t, {max(allowance, 0)}), HINT = {_BUDGET_HINT}; END IF;"
+        )
+    lines.append(
+        f"RAISE NOTICE USING ERRCODE = {literal(ROWS_SQLSTATE)}, MESSAGE = 'sqlproxy rows', "
+        "DETAIL = pg_catalog.array_to_string(r, ',');"
+    )
     lines.append("END$sqlproxy$")
     return "\n".join(lines)
+
+
+_BUDGET = literal(
+    "rows_changed_per_minute: %s rows of limited tables changed in this transaction; "
+    "the budget has %s left."
+)
+_BUDGET_HINT = literal("Wait for the budget to refill, or change fewer rows at a time.")

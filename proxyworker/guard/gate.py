@@ -20,22 +20,32 @@ from dataclasses import dataclass, field
 
 from proxyworker.analysis import (
     AnalysisError,
+    RelationRef,
     StatementInfo,
     StatementKind,
     analyze,
     split_identifier_list,
 )
-from proxyworker.guard.catalog import Catalog, Relation
+from proxyworker.guard.catalog import COPY_PROGRAM, COPY_SERVER_FILE, Catalog, Relation
 from proxyworker.guard.checks import (
+    GUARD_SQLSTATE,
+    RATE_SQLSTATE,
     LimitedTable,
     baseline_sql,
     limit_check_sql,
     limited_tables,
     raise_sql,
 )
+from proxyworker.guard.rewrite import Checks
 from proxyworker.guard.static import provably_bounded, resolve
 from proxyworker.policy.decision import Allow, Decision, Deny
-from proxyworker.policy.engine import Policy, SessionFacts, deny_unparseable, evaluate
+from proxyworker.policy.engine import (
+    Policy,
+    SessionFacts,
+    deny_unparseable,
+    evaluate,
+    may_change_rows,
+)
 
 CATALOG_UNKNOWN = Deny(
     "catalog_unknown",
@@ -45,14 +55,6 @@ CATALOG_UNKNOWN = Deny(
 )
 
 
-MIXED_TRANSACTION_CONTROL = Deny(
-    "table_limit",
-    "sqlproxy: statement refused by table_limits: transaction control inside a string that "
-    "must be verified",
-    detail="Row limits are checked after the statements of one query string; a COMMIT or "
-    "ROLLBACK among them would end the transaction before the check.",
-    hint="Send BEGIN, COMMIT and ROLLBACK as statements of their own.",
-)
 NONSTANDARD_STRINGS = Deny(
     "standard_conforming_strings",
     "sqlproxy: statement refused: standard_conforming_strings is off",
@@ -60,6 +62,9 @@ NONSTANDARD_STRINGS = Deny(
     "misread the statement.",
     hint="Keep standard_conforming_strings on (the server default).",
 )
+
+
+_INERT = (StatementKind.TRANSACTION, StatementKind.SET, StatementKind.CLOSE)
 
 
 @dataclass(slots=True)
@@ -91,11 +96,15 @@ class Gate:
     _names: dict[tuple[str, str], Relation] = field(default_factory=dict)
     _names_for: Catalog | None = None
     _check_for: Catalog | None = None
+    _tables: list[LimitedTable] = field(default_factory=list)
+    allowance: int | None = None
+    """Rows the user's rows_changed_per_minute budget allows the transaction (the session
+    sets it before each decision; None: no budget)."""
 
     @property
     def active(self) -> bool:
         p = self.policy
-        return bool(p.signatures or p.honeytoken_tables or p.limits)
+        return bool(p.signatures or p.honeytoken_tables or p.limits or p.rows_budget)
 
     def decide(self, sql: str, autocommit: bool = False) -> Verdict:
         """``autocommit``: the server is outside a transaction block, so the statement's
@@ -140,15 +149,19 @@ class Gate:
             return Verdict(CATALOG_UNKNOWN, "denied", statements)
         if not check or self._provably_bounded(statements):
             return Verdict(allow, "static", statements)
-        if len(statements) > 1 and any(i.kind is StatementKind.TRANSACTION for i in statements):
-            # The check runs after the text: a COMMIT inside it would commit first.
-            return Verdict(MIXED_TRANSACTION_CONTROL, "denied", statements)
         return Verdict(allow, "verified", statements, check, self._baseline_sql)
 
     def _behind_calls(self, info: StatementInfo) -> StatementInfo:
-        """The statement with the functions its user functions and views call added, so a
-        signature sees pg_read_file behind a view or a wrapper function."""
-        calls = self.catalog.calls if self.catalog is not None else None
+        """The statement with what its user functions and views hide added: the functions
+        they call (and COPY PROGRAM / server files in their bodies), so a signature sees
+        pg_read_file behind a view or a wrapper function; and, with honeytoken tables, the
+        relations behind views, materialized views and inheritance parents."""
+        catalog = self.catalog
+        if catalog is None:
+            return info
+        if self.policy.honeytoken_tables and catalog.behind:
+            info = self._behind_relations(info, catalog)
+        calls = catalog.calls
         if not calls:
             return info
         names = (
@@ -159,7 +172,25 @@ class Gate:
         hidden = frozenset().union(*(calls.get(n, frozenset()) for n in names))
         if hidden <= info.functions:
             return info
-        return dataclasses.replace(info, functions=info.functions | hidden)
+        return dataclasses.replace(
+            info,
+            functions=info.functions | hidden,
+            copy_program=info.copy_program or COPY_PROGRAM in hidden,
+            copy_server_file=info.copy_server_file or COPY_SERVER_FILE in hidden,
+        )
+
+    def _behind_relations(self, info: StatementInfo, catalog: Catalog) -> StatementInfo:
+        names = self._names_of(catalog)
+        path = self._resolved_path()
+        hidden: set[RelationRef] = set()
+        for ref in info.reads | info.writes | info.ddl_targets:
+            found = resolve(ref, names, path)
+            if found is not None:
+                for schema, name in catalog.behind.get((found.schema, found.name), ()):
+                    hidden.add(RelationRef(schema, name))
+        if not hidden or hidden <= info.reads:
+            return info
+        return dataclasses.replace(info, reads=info.reads | hidden)
 
     def transaction_ended(self) -> bool:
         """After a transaction with DDL: returns True once, when the catalog must reload."""
@@ -228,6 +259,26 @@ class Gate:
     def baseline(self) -> str | None:
         return self._baseline_sql if self._check() else None
 
+    def checks(self) -> Checks | None:
+        """The baseline and both checks, for a query string the session rebuilds."""
+        plain, immediate = self._check(False), self._check(True)
+        if not plain or not immediate:
+            return None
+        return Checks(self._baseline_sql, plain, immediate)
+
+    def target(self, statements: tuple[StatementInfo, ...]) -> str | None:
+        """``schema.table`` of the one table a lone INSERT/UPDATE/DELETE writes, if known."""
+        if len(statements) != 1 or len(statements[0].writes) != 1 or self.catalog is None:
+            return None
+        (ref,) = statements[0].writes
+        found = resolve(ref, self._names_of(self.catalog), self._resolved_path())
+        return f"{found.schema}.{found.name}" if found is not None else None
+
+    def writes(self, statements: tuple[StatementInfo, ...]) -> tuple[bool, ...]:
+        """Per statement: could it change rows (what a dry run must roll back)?"""
+        safe = self._safe_functions()
+        return tuple(info.kind not in _INERT and may_change_rows(info, safe) for info in statements)
+
     def _check(self, autocommit: bool = False) -> str | None:
         """The limit check for the current catalog; "" when no table is limited."""
         if self.catalog is None:
@@ -241,6 +292,9 @@ class Gate:
             )
             self._baseline_sql = baseline_sql(tables) if tables else ""
             self._check_for = self.catalog
+            self._tables = tables
+        if self.allowance is not None and self._tables:
+            return limit_check_sql(self._tables, immediate=autocommit, allowance=self.allowance)
         return self._checks[autocommit]
 
     def _resolved_path(self) -> tuple[str, ...]:
@@ -259,4 +313,14 @@ class Gate:
 
 
 def deny_statement(decision: Deny) -> str:
-    return raise_sql(decision.message, decision.detail, decision.hint)
+    sqlstate = RATE_SQLSTATE if decision.sqlstate == "53400" else GUARD_SQLSTATE
+    return raise_sql(decision.message, decision.detail, decision.hint, sqlstate)
+
+
+ROWS_EXHAUSTED = Deny(
+    "rate_limit",
+    "sqlproxy: statement refused by rate_limits",
+    detail="rows_changed_per_minute: this user's budget of changed rows is used up.",
+    hint="Wait for the budget to refill, or change fewer rows at a time.",
+    sqlstate="53400",
+)

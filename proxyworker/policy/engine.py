@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from proxyworker.analysis import AnalysisError, RelationRef, StatementInfo, StatementKind
 from proxyworker.config.policy import DatabasePolicy
+from proxyworker.policy.budget import RowBudget
 from proxyworker.policy.decision import ALLOW, VERIFY, Allow, Decision, Deny
 from proxyworker.policy.network import CompiledRule, compile_rules
 from proxyworker.policy.signatures import Signature, active_signatures, first_match
@@ -40,6 +41,7 @@ class Policy:
     signatures: tuple[Signature, ...]
     ip_rules: tuple[CompiledRule, ...]
     rate: TokenBuckets | None
+    rows_budget: RowBudget | None = None
 
     @classmethod
     def compile(cls, config: DatabasePolicy) -> Policy:
@@ -61,6 +63,11 @@ class Policy:
                 limits=bool(config.table_limits),
             ),
             ip_rules=compile_rules(config.ip_rules),
+            rows_budget=(
+                RowBudget(config.rate_limits.rows_changed_per_minute)
+                if config.rate_limits.rows_changed_per_minute
+                else None
+            ),
             rate=(
                 TokenBuckets(config.rate_limits.queries_per_second, config.rate_limits.burst)
                 if config.rate_limits.queries_per_second
@@ -120,7 +127,7 @@ def evaluate(
                 limit = policy.limits.limit(ref.schema, ref.name, path)
                 if limit is not None:
                     count_before.append(str(ref))
-            verify = verify or _may_change_rows(info, safe_functions)
+            verify = verify or may_change_rows(info, safe_functions)
     if not verify and not count_before and not alerts:
         return ALLOW
     if not count_before and not alerts:
@@ -128,7 +135,7 @@ def evaluate(
     return Allow(verify=True, count_before=tuple(count_before), alerts=tuple(alerts))
 
 
-def _may_change_rows(info: StatementInfo, safe_functions: frozenset[str] | None) -> bool:
+def may_change_rows(info: StatementInfo, safe_functions: frozenset[str] | None) -> bool:
     """Could running this change rows anywhere? Anything but a read of relations calling only
     built-ins that cannot write could: writes (triggers, rules and foreign keys fan out),
     functions (which may write), DO, CALL, EXECUTE of a prepared statement, dynamic SQL."""
@@ -145,4 +152,4 @@ def _may_change_rows(info: StatementInfo, safe_functions: frozenset[str] | None)
 # FETCH and MOVE are not here: they run the cursor's query, and its functions, only then.
 _READS = frozenset({StatementKind.SELECT, StatementKind.CLOSE})
 
-__all__ = ["ALLOW", "Decision", "Deny", "Policy", "SessionFacts", "evaluate"]
+__all__ = ["ALLOW", "Decision", "Deny", "Policy", "SessionFacts", "evaluate", "may_change_rows"]

@@ -11,7 +11,7 @@ import fnmatch
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from proxyworker.analysis import RelationRef, SettingChange, StatementInfo
+from proxyworker.analysis import RelationRef, SettingChange, StatementInfo, StatementKind
 from proxyworker.config.policy import CustomSignature
 
 
@@ -31,6 +31,14 @@ class Signature:
 _PG_SETTINGS: frozenset[RelationRef] = frozenset(
     {RelationRef(None, "pg_settings"), RelationRef("pg_catalog", "pg_settings")}
 )
+# The worker's own per-session switches: a SET of one is answered by the worker itself and
+# never reaches the server, so it cannot touch the guard's settings.
+_WORKER_SWITCHES = frozenset({"sqlproxy.dry_run", "sqlproxy.preview"})
+
+
+def _worker_switch(info: StatementInfo, change: SettingChange) -> bool:
+    return info.kind is StatementKind.SET and change.name in _WORKER_SWITCHES
+
 
 DEFAULT_SIGNATURES: tuple[Signature, ...] = (
     Signature(
@@ -82,7 +90,8 @@ DEFAULT_SIGNATURES: tuple[Signature, ...] = (
         test=lambda info: (
             not info.writes.isdisjoint(_PG_SETTINGS)
             or any(
-                (c.name is None and not c.exact) or (c.name or "").startswith("sqlproxy.")
+                (c.name is None and not c.exact)
+                or ((c.name or "").startswith("sqlproxy.") and not _worker_switch(info, c))
                 for c in info.settings
             )
         ),

@@ -35,41 +35,7 @@ BENIGN_CASES = [(b, d) for b in BENIGN for d in DRIVERS] + [(b, "psql") for b in
 
 # Gaps the guard still has, by "id-driver". Each is expected to fail
 # (strict: a fix makes the case pass and the marker must then go); docs/policy.md lists them.
-_RETURNING = "a write whose RETURNING carries a honeytoken value is hidden but already committed"
-_TXN = "a string that needs verification and contains BEGIN/COMMIT is refused (fail closed)"
-_INHERIT = "honeytoken tables reached through an inheritance parent"
-_CURSOR_RULE = "refused under the transaction-control rule, not the value rule"
-KNOWN_GAPS = {
-    "honeytoken-table-materialized-view-simple": "honeytoken tables behind materialized views",
-    "honeytoken-table-materialized-view-extended": "honeytoken tables behind materialized views",
-    "honeytoken-table-materialized-view-asyncpg": "honeytoken tables behind materialized views",
-    "honeytoken-table-inheritance-simple": _INHERIT,
-    "honeytoken-table-inheritance-extended": _INHERIT,
-    "honeytoken-table-inheritance-asyncpg": _INHERIT,
-    "honeytoken-value-column-name-asyncpg": "asyncpg: a value in a RowDescription at prepare",
-    "honeytoken-value-insert-returning-simple": _RETURNING,
-    "honeytoken-value-insert-returning-extended": _RETURNING,
-    "honeytoken-value-insert-returning-asyncpg": _RETURNING,
-    "honeytoken-value-insert-returning-psql": _RETURNING,
-    "honeytoken-value-delete-returning-simple": _RETURNING,
-    "honeytoken-value-delete-returning-extended": _RETURNING,
-    "honeytoken-value-delete-returning-asyncpg": _RETURNING,
-    "honeytoken-value-cte-returning-simple": _RETURNING,
-    "honeytoken-value-cte-returning-extended": _RETURNING,
-    "honeytoken-value-cte-returning-asyncpg": _RETURNING,
-    "honeytoken-value-cursor-simple": _CURSOR_RULE,
-    "honeytoken-value-cursor-psql": _CURSOR_RULE,
-    "program-execution-function-simple": "COPY ... PROGRAM inside a user function is not seen",
-    "program-execution-function-extended": "COPY ... PROGRAM inside a user function is not seen",
-    "program-execution-function-asyncpg": "COPY ... PROGRAM inside a user function is not seen",
-    "transaction-simple": _TXN,
-    "rollback-simple": _TXN,
-    "savepoint-simple": _TXN,
-    "lock-simple": _TXN,
-    "cursor-simple": _TXN,
-    "rollback-psql": _TXN,
-    "cursor-psql": _TXN,
-}
+KNOWN_GAPS: dict[str, str] = {}
 ATTACK_IDS = {a.id for a in ATTACKS}
 BENIGN_IDS = {b.id for b in BENIGN}
 

@@ -64,8 +64,3 @@ def test_it_rate_limits_with_53400_and_recovers(upstream: PgCluster) -> None:
             assert conn.execute("SELECT 'again'").fetchone() == ("again",)
     finally:
         proc.stop()
-
-
-def test_it_refuses_settings_it_does_not_enforce_yet(upstream: PgCluster) -> None:
-    with pytest.raises(RuntimeError, match=r"rows_changed_per_minute.*not supported"):
-        launch(databases_toml(upstream), policy="[rate_limits]\nrows_changed_per_minute = 5\n")

@@ -412,16 +412,40 @@ def test_a_verified_write_over_a_limit_of_one_is_refused(guarded: WorkerProcess)
         assert conn.execute("UPDATE plain_limited SET v = v + 1 WHERE id IN (1)").rowcount == 1
 
 
-def test_it_refuses_transaction_control_inside_a_verified_string(
+def test_it_checks_before_each_commit_inside_a_query_string(
     guarded: WorkerProcess, upstream: PgCluster
 ) -> None:
-    # Appending the check would run it after this COMMIT: refused, nothing deleted.
+    # The check runs before the COMMIT of the string, not after it: refused, nothing deleted,
+    # the transaction left failed as a server error would leave it.
     with simple(guarded, "app") as conn:
         with pytest.raises(errors.InsufficientPrivilege) as exc:
             conn.execute("BEGIN; DELETE FROM guarded_users; COMMIT")
-        refused(exc, "transaction control")
+        refused(exc, "table_limits")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
         conn.execute("ROLLBACK")
-    assert user_count(upstream) == 50
+        assert user_count(upstream) == 50
+        # Two transactions in one string: the first commits, the second is refused alone.
+        with pytest.raises(errors.InsufficientPrivilege) as exc:
+            conn.execute(
+                "BEGIN; DELETE FROM guarded_users WHERE id <= 3; COMMIT; "
+                "BEGIN; DELETE FROM guarded_users WHERE id > 10; COMMIT"
+            )
+        refused(exc, "table_limits")
+        conn.execute("ROLLBACK")
+        assert user_count(upstream) == 47
+        # Within the limit: the client sees its own answers and positions in its own text.
+        cur = conn.execute("BEGIN; DELETE FROM guarded_users WHERE id = 4; COMMIT; SELECT 7")
+        tags = [cur.statusmessage]
+        while cur.nextset():
+            tags.append(cur.statusmessage)
+        assert tags == ["BEGIN", "DELETE 1", "COMMIT", "SELECT 1"]
+        assert cur.fetchone() == (7,)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with pytest.raises(errors.UndefinedColumn) as failed:
+            conn.execute("BEGIN; DELETE FROM guarded_users WHERE nope = 1; COMMIT")
+        assert failed.value.diag.statement_position == "40"  # as a direct connection
+        conn.execute("ROLLBACK")
+    assert user_count(upstream) == 46
 
 
 def test_it_verifies_copy_from_stdin_into_a_table_with_a_trigger(

@@ -56,9 +56,11 @@ def proc(upstream: PgCluster, secret_table: None) -> Iterator[WorkerProcess]:
 
 
 def test_it_applies_each_databases_own_policy(proc: WorkerProcess) -> None:
-    with psycopg.connect(proc.dsn("app"), autocommit=True) as guarded:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="protected table"):
-            guarded.execute(f"SELECT * FROM {SECRET}")
+    with (
+        psycopg.connect(proc.dsn("app"), autocommit=True) as guarded,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="protected table"),
+    ):
+        guarded.execute(f"SELECT * FROM {SECRET}")
     with psycopg.connect(proc.dsn("app_tx"), autocommit=True) as other:
         assert other.execute(f"SELECT k FROM {SECRET}").fetchall() == [("x",)]
 
@@ -91,6 +93,8 @@ def test_it_ends_a_session_that_ran_without_a_policy_when_one_arrives(
         # It could have changed search_path unseen: fail closed rather than guess.
         with pytest.raises(psycopg.OperationalError, match="policy of database"):
             conn.execute(f"SELECT k FROM {SECRET}")
-    with psycopg.connect(proc.dsn("app_tx"), autocommit=True) as fresh:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="protected table"):
-            fresh.execute(f"SELECT * FROM {SECRET}")
+    with (
+        psycopg.connect(proc.dsn("app_tx"), autocommit=True) as fresh,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="protected table"),
+    ):
+        fresh.execute(f"SELECT * FROM {SECRET}")

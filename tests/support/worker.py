@@ -1,5 +1,6 @@
-"""Real worker processes for integration tests: write a TOML, start
-``python -m proxyworker``, wait for its port, stop it, show its log on failure."""
+"""Real worker processes for integration tests: write a TOML (or point the worker at a
+control plane's Redis), start ``python -m proxyworker``, wait for its port, stop it, show its
+log on failure."""
 
 from __future__ import annotations
 
@@ -29,11 +30,15 @@ class WorkerProcess:
     proc: subprocess.Popen[bytes] | None = None
     log_path: str = ""
     extra_args: list[str] = field(default_factory=list)
+    source: list[str] | None = None
+    """What the worker enforces; default ``--config config_path``."""
 
     def start(self) -> WorkerProcess:
-        self.log_path = self.config_path + ".log"
+        self.log_path = self.log_path or self.config_path + ".log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        cmd = [sys.executable, "-m", "proxyworker", "--config", self.config_path]
+        started_at = log.tell()  # a restart appends to the same log
+        source = self.source if self.source is not None else ["--config", self.config_path]
+        cmd = [sys.executable, "-m", "proxyworker", *source]
         if self.workers > 1:
             cmd += ["--workers", str(self.workers)]
         self.proc = subprocess.Popen(
@@ -55,7 +60,7 @@ class WorkerProcess:
                 wait_for_port(self.admin_port)
             # The port answers as soon as one process listens; wait for all of them.
             deadline = time.monotonic() + 15
-            while self.log().count('"message": "listening"') < self.workers:
+            while self.log()[started_at:].count('"message": "listening"') < self.workers:
                 if time.monotonic() > deadline:
                     raise TimeoutError
                 time.sleep(0.05)
@@ -151,3 +156,27 @@ def launch(
     text = worker_config(databases, port=port, admin_port=admin_port, extra=extra, policy=policy)
     path = write_config(text)
     return WorkerProcess(path, port, admin_port, workers).start()
+
+
+def launch_fleet(
+    redis_url: str,
+    state_dir: str,
+    *,
+    worker_id: str = "w1",
+    workers: int = 1,
+    port: int | None = None,
+    admin_port: int | None = None,
+) -> WorkerProcess:
+    """A worker fed by the control plane (``--control-plane``); its log is in ``state_dir``.
+    Give the ports of a previous run to restart it in place."""
+    port = port or free_port()
+    admin_port = admin_port or free_port()
+    source = [
+        "--control-plane", redis_url, "--worker-id", worker_id, "--state-dir", state_dir,
+        "--listen", f"127.0.0.1:{port}", "--admin-port", str(admin_port),
+    ]  # fmt: skip
+    os.makedirs(state_dir, exist_ok=True)
+    proc = WorkerProcess(
+        os.path.join(state_dir, "worker"), port, admin_port, workers, source=source
+    )
+    return proc.start()
