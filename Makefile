@@ -4,8 +4,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# The control plane's gates run with the test settings (no secrets needed).
+DJANGO := DJANGO_SETTINGS_MODULE=controlplane.settings.test $(BIN)/python manage.py
 
-.PHONY: install system-deps services run test test-slow check lint format bench conformance clean
+.PHONY: install system-deps services run run-standalone test test-slow check lint format bench \
+	conformance clean
 
 install: $(VENV)/.installed
 
@@ -23,12 +26,17 @@ services: install
 	@scripts/services.sh
 
 run: install services
+	@$(BIN)/python scripts/run_stack.py
+
+run-standalone: install services
 	@scripts/demo.sh
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(DJANGO) check
+	$(DJANGO) makemigrations --check --dry-run
 
 check: lint
 
@@ -49,4 +57,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) tests/clients/node/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) tests/clients/node/node_modules .pytest_cache .mypy_cache .ruff_cache .run

@@ -14,6 +14,7 @@ command -v npm >/dev/null || need+=(npm)
 command -v javac >/dev/null || need+=(default-jdk-headless)
 [ -e /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+command -v chromium >/dev/null || need+=(chromium)  # the dashboard's browser tests (Playwright drives it)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 

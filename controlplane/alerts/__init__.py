@@ -1,0 +1,1 @@
+"""Alerts: rules over audit events (dedup, throttling) and webhook deliveries (Celery)."""

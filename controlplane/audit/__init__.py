@@ -1,0 +1,1 @@
+"""Audit: the decisions workers report, stored for history, statistics and retention."""

@@ -1,0 +1,1 @@
+"""Databases: what clients put in dbname, and the upstream server behind each one."""

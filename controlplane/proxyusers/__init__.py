@@ -1,0 +1,1 @@
+"""Proxy users: who may connect to the workers, with SCRAM-SHA-256 verifiers."""

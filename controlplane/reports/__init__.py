@@ -1,0 +1,1 @@
+"""Reports and usage statistics per tenant, database and user; scheduled HTML reports."""

@@ -1,0 +1,1 @@
+"""Tenants: who owns databases, users and policies; members and API tokens."""
