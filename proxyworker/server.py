@@ -96,6 +96,8 @@ class Worker:
         tls = server_tls_context(config)
         users = {u.name: u.verifier() for u in config.users}
         self.user_databases = {u.name: frozenset(u.databases) for u in config.users if u.databases}
+        self.user_roles = {u.name: u.upstream_user for u in config.users if u.upstream_user}
+        roles = {u.upstream_user: u.upstream_password for u in config.users if u.upstream_user}
         old = self.pools
         pools: dict[str, Pool] = {}
         refresh = config.guard.catalog_refresh
@@ -104,6 +106,7 @@ class Worker:
             # A policy change keeps the pool (and its server connections and catalog).
             reuse = previous is not None and _pooling(previous.db) == _pooling(db)
             pools[db.name] = previous if reuse and previous is not None else Pool(db, refresh)
+            pools[db.name].roles = roles
         for name, pool in old.items():
             if pools.get(name) is not pool:
                 pool.close_idle()

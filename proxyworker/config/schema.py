@@ -70,6 +70,11 @@ class User(_Section):
     """``SCRAM-SHA-256$...`` as stored in pg_authid; preferred over ``password``."""
     databases: list[str] = msgspec.field(default_factory=list)
     """Databases this user may connect to; empty: every database."""
+    upstream_user: str | None = None
+    """The role this user's server connections log in as, instead of the database's upstream
+    user (each role gets its own server connections within the database's pool)."""
+    upstream_password: str | None = None
+    """That role's password (none: the server must not ask for one)."""
 
     def __post_init__(self) -> None:
         if (self.password is None) == (self.scram_verifier is None):
@@ -79,6 +84,8 @@ class User(_Section):
                 parse_verifier(self.scram_verifier)
             except ValueError as exc:
                 raise ValueError(f"`scram_verifier`: {exc}") from None
+        if self.upstream_password is not None and self.upstream_user is None:
+            raise ValueError("`upstream_password`: give upstream_user with it")
 
     def verifier(self) -> ScramVerifier:
         if self.scram_verifier is not None:
@@ -180,6 +187,15 @@ class WorkerConfig(_Section):
 
     def __post_init__(self) -> None:
         DatabasePolicy(table_limits=self.table_limits)  # validates the patterns
+        roles: dict[str, str | None] = {}
+        for user in self.users:
+            if user.upstream_user is None:
+                continue
+            known = roles.setdefault(user.upstream_user, user.upstream_password)
+            if known != user.upstream_password:
+                raise ValueError(
+                    f"users: upstream role {user.upstream_user!r} is given two passwords"
+                )
         for kind, names in (
             ("user", [u.name for u in self.users]),
             ("database", [d.name for d in self.databases]),

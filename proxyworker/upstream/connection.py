@@ -270,7 +270,9 @@ async def _handshake(
             conn.transport = cast(asyncio.Transport, new)
         elif target.sslmode != "prefer":
             raise UpstreamError("08006", f"server {target.host} does not accept TLS")
-    startup = {"user": target.user, "database": target.dbname, **params}
+    # Keys starting with NUL are the worker's own (a client cannot send one): not for the server.
+    sent = {k: v for k, v in params.items() if not k.startswith("\x00")}
+    startup = {"user": target.user, "database": target.dbname, **sent}
     conn.write(m.startup_message(startup))
     scram: ScramClient | None = None
     while True:

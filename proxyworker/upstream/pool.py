@@ -15,6 +15,8 @@ import time
 from collections import deque
 from collections.abc import Mapping
 
+import msgspec
+
 from proxyworker import metrics
 from proxyworker.config.schema import Database, Upstream
 from proxyworker.guard.catalog import CatalogCache
@@ -30,6 +32,11 @@ from proxyworker.upstream.connection import (
 log = logging.getLogger(__name__)
 
 Key = tuple[tuple[str, str], ...]
+
+UPSTREAM_ROLE = "\x00upstream_user"
+"""A key of a client's parameters that is not sent to the server: the role the connection logs
+in as (``[[users]] upstream_user``). Being part of the key, connections of different roles are
+never shared."""
 
 
 class _Waiter:
@@ -54,6 +61,8 @@ class Pool:
         self.catalog = CatalogCache(self.target, catalog_refresh, db.connect_timeout * 2)
         self.limited: dict[int, LimitedTable] = {}
         """Tables once found limited, by OID (renaming does not free them)."""
+        self.roles: dict[str, str | None] = {}
+        """Passwords of the upstream roles users are mapped to (set by the worker)."""
 
     # --- acquiring -------------------------------------------------------------------------
 
@@ -132,7 +141,11 @@ class Pool:
         self.size += 1
         self._labels.size.set(self.size)
         try:
-            conn = await connect(self.target, params, self.db.connect_timeout, self.tls)
+            role = params.get(UPSTREAM_ROLE)
+            target = self.target
+            if role is not None:
+                target = msgspec.structs.replace(target, user=role, password=self.roles.get(role))
+            conn = await connect(target, params, self.db.connect_timeout, self.tls)
         except BaseException:
             self.size -= 1
             self._labels.size.set(self.size)
