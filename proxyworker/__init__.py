@@ -4,8 +4,8 @@ Vocabulary used across the package:
 
 - *client*: an application connected to the worker (frontend in PostgreSQL terms).
 - *server*: an upstream PostgreSQL backend the worker connected to.
-- *session*: one client connection's state machine (``session.py``); it owns that client's
-  socket and, while linked, the server connection's output.
+- *session*: one client connection's state machine (the ``session`` package); it owns that
+  client's socket and, while linked, the server connection's output.
 - *pool*: idle server connections per database (``upstream/pool.py``).
 
 This package never imports Django: the control plane talks to it only through

@@ -1,9 +1,9 @@
 """The worker process: listening socket, sessions, pools, cancel routing, reload and drain.
 
-This module and ``session.py`` are the only places that own sockets. With ``--workers N``
-several processes bind the same port (SO_REUSEPORT); each hands out BackendKeyData whose pid
-carries its worker index, so a CancelRequest that the kernel gives to the wrong process is
-passed on to the right one over a local (abstract Unix) socket.
+This module and the ``session`` package are the only places that own sockets. With
+``--workers N`` several processes bind the same port (SO_REUSEPORT); each hands out
+BackendKeyData whose pid carries its worker index, so a CancelRequest that the kernel gives to
+the wrong process is passed on to the right one over a local (abstract Unix) socket.
 """
 
 from __future__ import annotations

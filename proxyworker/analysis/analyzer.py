@@ -24,7 +24,8 @@ from pglast.parser import ParseError, parse_sql_json
 
 from . import commands, normalize
 from .effects import Effects, Node
-from .statement import AnalysisError, StatementInfo, StatementKind
+from .shapes import ShapeCache, literal_invariant
+from .statement import AnalysisError, StatementInfo
 from .walker import Walker
 
 DEFAULT_CACHE_SIZE = 10_000
@@ -63,28 +64,21 @@ def configure_cache(maxsize: int) -> None:
     global _cached
     _cached = functools.lru_cache(maxsize=maxsize)(_analyze_or_failure)
     _shapes.clear()
+    _keyed.clear()
 
 
 def cache_info() -> functools._CacheInfo:
     return _cached.cache_info()
 
 
-# Statement kinds whose effects depend on names and structure only, never on literal values.
-_SHAPED = frozenset(
-    {
-        StatementKind.SELECT,
-        StatementKind.INSERT,
-        StatementKind.UPDATE,
-        StatementKind.DELETE,
-        StatementKind.MERGE,
-    }
-)
 MAX_SHAPES = 10_000
 # Results by normalized text (literals replaced, comments dropped, every identifier kept), for
 # statements whose effects cannot depend on their literals: traffic that differs only in
 # constants costs one scan instead of a full analysis. Not pglast's fingerprint: it ignores
 # schema qualifiers, so public.users and audit.users would share an entry.
 _shapes: dict[str, tuple[StatementInfo, ...]] = {}
+# The same results by shapes.shape_key, which is cheaper to compute than the normalized text.
+_keyed: ShapeCache[tuple[StatementInfo, ...]] = ShapeCache(MAX_SHAPES)
 _FIELDS = tuple(f.name for f in dataclasses.fields(StatementInfo))
 
 
@@ -97,13 +91,17 @@ def _with_text(info: StatementInfo, text: str) -> StatementInfo:
 
 
 def _literal_free(result: _Result) -> bool:
-    if isinstance(result, _Failure) or len(result) != 1:
-        return False
-    info = result[0]
-    return info.kind in _SHAPED and not info.body and not info.settings and not info.dynamic_sql
+    return not isinstance(result, _Failure) and literal_invariant(result)
 
 
 def _analyze_or_failure(sql: str) -> _Result:
+    # First by shape (shapes.py: one translate and a dict lookup), then by normalized text
+    # (pglast's scanner, which also sees through comments and whitespace).
+    raw = sql.encode() if sql.isascii() else None
+    if raw is not None:
+        found = _keyed.get(raw)
+        if found is not None:
+            return (_with_text(found[0][0], sql),)
     shape: str | None = None
     if "\x00" not in sql:  # a NUL would end the C string the scanner sees
         try:
@@ -114,13 +112,17 @@ def _analyze_or_failure(sql: str) -> _Result:
         known = _shapes.get(shape)
         if known is not None:
             # Same text but for literals and comments: the same effects, this statement's text.
+            if raw is not None:
+                _keyed.put(raw, known, shaped=True)
             return (_with_text(known[0], sql),)
     result = _analyze_fully(sql)
     if shape is not None and _literal_free(result):
+        assert not isinstance(result, _Failure)
         if len(_shapes) >= MAX_SHAPES:
             _shapes.clear()
-        assert not isinstance(result, _Failure)
         _shapes[shape] = result
+        if raw is not None:
+            _keyed.put(raw, result, shaped=True)
     return result
 
 

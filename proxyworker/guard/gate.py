@@ -26,6 +26,7 @@ from proxyworker.analysis import (
     analyze,
     split_identifier_list,
 )
+from proxyworker.analysis.shapes import ShapeCache, literal_invariant
 from proxyworker.guard.catalog import COPY_PROGRAM, COPY_SERVER_FILE, Catalog, Relation
 from proxyworker.guard.checks import (
     GUARD_SQLSTATE,
@@ -66,6 +67,22 @@ NONSTANDARD_STRINGS = Deny(
 
 _INERT = (StatementKind.TRANSACTION, StatementKind.SET, StatementKind.CLOSE)
 
+NOT_UTF8 = Deny("encoding", "sqlproxy: statement refused: text is not valid UTF-8")
+
+MAX_VERDICTS = 1024
+"""Remembered verdicts per session (texts and shapes); all are dropped when it is full."""
+
+_CHANGES_GATE = (StatementKind.DDL, StatementKind.UTILITY)
+
+
+def _reusable(verdict: Verdict) -> bool:
+    decision = verdict.decision
+    if verdict.path not in ("read", "static") or not isinstance(decision, Allow):
+        return False
+    if decision.alerts or decision.count_before:
+        return False
+    return all(i.kind not in _CHANGES_GATE and not i.settings for i in verdict.statements)
+
 
 @dataclass(slots=True)
 class Verdict:
@@ -77,6 +94,10 @@ class Verdict:
     """For verify: the DO block to run right after the statement."""
     baseline_sql: str | None = None
     """For verify: the DO block to run before it (once per transaction, it keeps the first)."""
+    own_text: bool = True
+    """False when the verdict was made for another text of the same shape (``decide_bytes``):
+    ``statements`` then carry that text, so whoever rebuilds a query from statement texts
+    must analyse this one (``Gate.statements``)."""
 
 
 @dataclass(slots=True)
@@ -100,11 +121,70 @@ class Gate:
     allowance: int | None = None
     """Rows the user's rows_changed_per_minute budget allows the transaction (the session
     sets it before each decision; None: no budget)."""
+    _path_for: tuple[str, ...] = ()
+    _path: tuple[str, ...] = ()
+    _verdicts: ShapeCache[tuple[Verdict, Verdict]] = field(
+        default_factory=lambda: ShapeCache(MAX_VERDICTS)
+    )
+    """Remembered verdicts: for the text decided, and for other texts of its shape."""
+    _verdicts_for: tuple[object, ...] = ()
 
     @property
     def active(self) -> bool:
         p = self.policy
         return bool(p.signatures or p.honeytoken_tables or p.limits or p.rows_budget)
+
+    def decide_bytes(self, raw: bytes, autocommit: bool = False) -> Verdict:
+        """``decide`` for the text as the client sent it (UTF-8), remembering verdicts.
+
+        A verdict is remembered only when deciding the text again could not come out
+        differently or change the gate: allowed without verification or proven bounded,
+        no alerts, no settings, no DDL. It is found again by the same text and — when the
+        analysis holds for every text of its shape (``shapes.literal_invariant``) — by a
+        text that differs only in the digits of its literals (``shapes.ShapeCache``).
+        Remembered verdicts are dropped whenever what they were decided under changes: the
+        policy, the catalog, the search_path, the tables held limited; and none are used
+        while DDL has made the catalog stale.
+        """
+        catalog = self.catalog
+        usable = not self.ddl_pending and (catalog is None or catalog.loaded_at > self._ddl_at)
+        if usable:
+            self._expire_verdicts()
+            found = self._verdicts.get(raw)
+            if found is not None:
+                # Another text differs only in ASCII digits: it is valid UTF-8 as well.
+                return found[0][0] if found[1] else found[0][1]
+        try:
+            sql = raw.decode()
+        except UnicodeDecodeError:
+            return Verdict(NOT_UTF8, "denied")
+        verdict = self.decide(sql, autocommit)
+        if usable and _reusable(verdict):
+            self._expire_verdicts()  # deciding may have added tables held limited
+            shaped = literal_invariant(verdict.statements)
+            elsewhere = dataclasses.replace(verdict, own_text=False) if shaped else verdict
+            self._verdicts.put(raw, (verdict, elsewhere), shaped)
+        return verdict
+
+    def _expire_verdicts(self) -> None:
+        made = self._verdicts_for
+        if (
+            not made
+            or made[0] is not self.policy
+            or made[1] is not self.catalog
+            or made[2] != self.search_path
+            or made[3] != len(self.sticky)
+        ):
+            self._verdicts.clear()
+            self._verdicts_for = (self.policy, self.catalog, self.search_path, len(self.sticky))
+
+    def statements(self, verdict: Verdict, sql: str) -> tuple[StatementInfo, ...]:
+        """The verdict's statements with their own text (see ``Verdict.own_text``)."""
+        return verdict.statements if verdict.own_text else analyze(sql)
+
+    def forget(self) -> None:
+        """Drop the remembered verdicts."""
+        self._verdicts.clear()
 
     def decide(self, sql: str, autocommit: bool = False) -> Verdict:
         """``autocommit``: the server is outside a transaction block, so the statement's
@@ -298,7 +378,11 @@ class Gate:
         return self._checks[autocommit]
 
     def _resolved_path(self) -> tuple[str, ...]:
-        return tuple(self.user if s == "$user" else s for s in self.search_path)
+        path = self.search_path
+        if path is not self._path_for:
+            self._path_for = path
+            self._path = tuple(self.user if s == "$user" else s for s in path)
+        return self._path
 
     def _follow_settings(self, statements: tuple[StatementInfo, ...]) -> None:
         for info in statements:

@@ -202,6 +202,7 @@ class ParseMessage:
 
 
 def parse_parse(body: bytes | memoryview) -> ParseMessage:
+    body = bytes(body)  # once, not in each read_cstr
     name, pos = read_cstr(body, 0)
     sql, pos = read_cstr(body, pos)
     types = bytes(body[pos:])
@@ -212,6 +213,8 @@ def parse_parse(body: bytes | memoryview) -> ParseMessage:
 
 def split_bind(body: bytes | memoryview) -> tuple[str, str, int]:
     """Return (portal, statement, offset of the rest) of a Bind body."""
+    if len(body) >= 2 and body[0] == 0 and body[1] == 0:  # unnamed portal and statement
+        return "", "", 2
     portal, pos = read_cstr(body, 0)
     statement, pos = read_cstr(body, pos)
     return portal, statement, pos

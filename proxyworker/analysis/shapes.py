@@ -1,0 +1,144 @@
+"""Statement shapes: finding a result again for a text that differs only in its constants.
+
+Drivers and ORMs that interpolate values send a new text for every statement
+(``... WHERE aid = 48213``). ``ShapeCache`` finds what was computed for an earlier text of the
+same shape in about the time of one dict lookup, without parsing:
+
+- The lookup key is the text with every digit turned into ``0`` (``bytes.translate``, in C).
+  Texts with the same key have the same bytes everywhere but at digit positions.
+- A stored text remembers which of its digits are *not* inside a literal (names such as
+  ``t1``, parameters ``$1``, anything this module cannot place). A text found by the key is a
+  hit only if it has the same digits there. The texts then differ only in digits inside
+  literals, so the server lexes both into the same tokens but for those literals' values.
+- Locating literals is a regex pass done once, when a result is stored. It recognises plain
+  string literals ('...', quotes doubled), numbers, and quoted identifiers (kept). Anything
+  that could make its reading differ from the server's — comments, dollar quotes, prefixed
+  strings (E'', B'', X'', N'', U&''), NUL — leaves a trace outside the literals it found, and
+  the text is then stored for its exact text only.
+
+Whether a result may stand for every text of its shape is the caller's decision
+(``literal_invariant`` for analyses); otherwise it is stored for the exact text. Texts must be
+read with standard_conforming_strings on, as every analysis assumes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Generic, TypeVar
+
+from .statement import StatementInfo, StatementKind
+
+_T = TypeVar("_T")
+
+MAX_SHAPED_TEXT = 8192
+"""Longer texts are not stored: they are rarely repeated and would pin memory."""
+
+_ZEROS = bytes.maketrans(b"0123456789", b"0000000000")
+_EXACT = -1
+"""A stored text that only the same text finds."""
+
+# Leftmost match wins, as in the server's lexer: a quoted identifier is consumed whole, a
+# string with doubled quotes is one literal, a number must stand alone (neither neighbour could
+# continue it: letters, digits, _, $, ., non-ASCII).
+_LITERAL = re.compile(
+    rb'(?P<ident>"[^"]*")'
+    rb"|'[^']*(?:''[^']*)*'"
+    rb"|(?<![\w$.\x80-\xff])(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?(?![\w$.\x80-\xff])"
+)
+# Outside the literals found (strings as NUL): what the regex may not read as the server does.
+_UNSAFE = re.compile(rb"--|/\*|\$(?!\d)|[\w$&\x80-\xff]\x00")
+
+
+def fixed_digits(raw: bytes) -> int | None:
+    """A mask (one 0xFF byte per position, big-endian like ``int.from_bytes``) of the digits
+    of ``raw`` outside its literals; None when the literals cannot be located safely."""
+    if b"\x00" in raw:
+        return None
+    outside = _LITERAL.sub(_outside, raw)
+    if _UNSAFE.search(outside) is not None:
+        return None
+    mask = 0
+    last = len(raw) - 1
+    position = 0
+    for found in _LITERAL.finditer(raw):
+        mask |= _digits_mask(raw, position, found.start(), last)
+        position = found.end() if found.lastgroup is None else found.start()
+    return mask | _digits_mask(raw, position, len(raw), last)
+
+
+def _outside(found: re.Match[bytes]) -> bytes:
+    # Names stay; a string becomes NUL (so a prefix letter before it shows), a number a space.
+    token = found[0]
+    if found.lastgroup == "ident":
+        return token
+    return b"\x00" if token[0] == 0x27 else b" "
+
+
+def _digits_mask(raw: bytes, start: int, end: int, last: int) -> int:
+    mask = 0
+    for position in range(start, end):
+        if 0x30 <= raw[position] <= 0x39:
+            mask |= 0xFF << (8 * (last - position))
+    return mask
+
+
+class ShapeCache(Generic[_T]):
+    """Values by text; a value stored as ``shaped`` is found again by any text of its shape.
+    ``get`` also says whether the text found is the one stored."""
+
+    __slots__ = ("_entries", "_maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        self._entries: dict[bytes, tuple[_T, bytes, int]] = {}
+        self._maxsize = maxsize
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, raw: bytes) -> tuple[_T, bool] | None:
+        entry = self._entries.get(raw.translate(_ZEROS))
+        if entry is None:
+            return None
+        value, stored, fixed = entry
+        if raw == stored:
+            return value, True
+        if fixed == 0 or (
+            fixed > 0 and not (int.from_bytes(raw, "big") ^ int.from_bytes(stored, "big")) & fixed
+        ):
+            return value, False
+        return None
+
+    def put(self, raw: bytes, value: _T, shaped: bool) -> None:
+        if len(raw) > MAX_SHAPED_TEXT:
+            return
+        fixed = fixed_digits(raw) if shaped else None
+        entries = self._entries
+        if len(entries) >= self._maxsize:
+            entries.clear()
+        entries[raw.translate(_ZEROS)] = (value, raw, _EXACT if fixed is None else fixed)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+# Statement kinds whose effects depend on names and structure only, never on literal values.
+_SHAPED = frozenset(
+    {
+        StatementKind.SELECT,
+        StatementKind.INSERT,
+        StatementKind.UPDATE,
+        StatementKind.DELETE,
+        StatementKind.MERGE,
+    }
+)
+
+
+def literal_invariant(statements: Sequence[StatementInfo]) -> bool:
+    """May this analysis stand for every text of the same shape? Only a lone query or DML
+    statement: no settings (SET, set_config take names and values from literals), no bodies
+    (DO, function bodies are literals), no dynamic SQL."""
+    if len(statements) != 1:
+        return False
+    info = statements[0]
+    return info.kind in _SHAPED and not info.body and not info.settings and not info.dynamic_sql

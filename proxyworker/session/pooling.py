@@ -1,0 +1,170 @@
+"""Server connections come and go: linking one to the session, giving it back to the pool
+between transactions (transaction mode), and what must follow the client from one server
+connection to the next — its session settings, its search_path as the guard resolved names,
+its prepared statements under server-side names of their own (``prepared.py``).
+
+Never decides about statements; never writes client bytes except through ``_forward``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from proxyworker.analysis.names import quote_identifier
+from proxyworker.guard.checks import literal
+from proxyworker.prepared import PreparedStatements, Renamed
+from proxyworker.protocol import messages as m
+from proxyworker.protocol.tracker import Action, Expectation, Request
+from proxyworker.tasks import spawn
+from proxyworker.upstream.connection import ServerConnection, UpstreamError
+
+if TYPE_CHECKING:
+    from proxyworker.upstream.pool import Pool
+
+from proxyworker.session.state import STATUS_IDLE, Phase, SessionState
+
+log = logging.getLogger(__name__)
+
+# Session settings the server reports (ParameterStatus) that a client may change. In transaction
+# mode a client's values are set again on whichever server connection serves it next.
+_CARRIED_SETTINGS = frozenset(
+    {
+        "application_name",
+        "client_encoding",
+        "DateStyle",
+        "default_transaction_read_only",
+        "IntervalStyle",
+        "standard_conforming_strings",
+        "TimeZone",
+    }
+)
+
+
+class Pooling(SessionState):
+    """Linking, releasing and re-preparing server connections."""
+
+    def _acquire_server(self) -> None:
+        assert self.pool is not None and self.transport is not None
+        self._acquiring = True
+        self.transport.pause_reading()
+        spawn(self._acquire(self.pool), name=f"acquire {self.peer}")
+
+    async def _acquire(self, pool: Pool) -> None:
+        try:
+            server = await pool.acquire(self.params)
+        except UpstreamError as exc:
+            self._acquiring = False
+            self.fatal(exc.sqlstate, f'sqlproxy: database "{self.database}": {exc.message}')
+            return
+        finally:
+            self._acquiring = False
+        if self.phase is Phase.CLOSED:
+            pool.release(server)
+            return
+        self._link(server)
+        backlog, self._backlog = self._backlog, []
+        self._forward(backlog, None)
+        if self.transport is not None and not self._server_paused:
+            self.transport.resume_reading()
+
+    def _link(self, server: ServerConnection) -> None:
+        self.server = server
+        if not self.transaction_pooling:
+            self.worker.by_backend[server.pid] = self.whole
+        else:
+            self._carry_settings = True
+        if self._tokens:
+            server.framer.whole_messages_only()
+        server.link(self.whole)
+        if self._client_paused and server.transport is not None:
+            server.transport.pause_reading()
+
+    def _request_cycle_done(self, server: ServerConnection) -> None:
+        """Called when no request is in flight: drain, or give back the server."""
+        gate = self.gate
+        if gate is not None and server.status == STATUS_IDLE and gate.transaction_ended():
+            assert self.pool is not None
+            self.pool.catalog.invalidate()
+        if self.worker.draining and server.status == STATUS_IDLE and not self._unsynced:
+            self.fatal("57P01", "sqlproxy: terminating connection because the worker is stopping")
+            return
+        if (
+            self.transaction_pooling
+            and not self._unsynced
+            and server.status == STATUS_IDLE
+            and self.server is server
+        ):
+            self._release_server(server)
+
+    def _apply_settings(self, server: ServerConnection) -> None:
+        """Transaction mode: make the server's session settings the ones this client set
+        (another client may have changed them on this connection, or this client changed
+        them on another). Sent ahead of the client's request as a Query of its own, so it is
+        in force exactly as a SET the client had sent earlier; its answers are swallowed."""
+        sets = [
+            f"SET {name} TO {literal(value)}"
+            for name, value in self.settings.items()
+            if name in _CARRIED_SETTINGS and server.params.get(name) != value
+        ]
+        gate = self.gate
+        if gate is not None and gate.search_path != self._startup_path:
+            # search_path is not reported by the server: the guard's view of it is carried,
+            # so that names resolve on the server as the guard resolved them.
+            sets.append(f"SET search_path TO {', '.join(map(quote_identifier, gate.search_path))}")
+            server.search_path_changed = True
+        elif server.search_path_changed:
+            sets.append("RESET search_path")
+            server.search_path_changed = False
+        if sets:
+            self.tracker.expect(Request.QUERY, Action.SWALLOW)
+            server.write(m.query("; ".join(sets)))
+
+    def _release_server(self, server: ServerConnection) -> None:
+        assert self.pool is not None
+        self.server = None
+        if self.gate is not None and self.gate.search_path != self._startup_path:
+            server.search_path_changed = True
+        if self._client_paused and server.transport is not None:
+            server.transport.resume_reading()
+        if len(server.prepared) > self.pool.db.max_prepared_statements:
+            server.unlink()
+            spawn(self.pool.reset_and_release(server, None), name="trim prepared statements")
+        else:
+            self.pool.release(server)
+
+    def _note_statement_reset(self, view: memoryview, server: ServerConnection) -> None:
+        """DISCARD ALL / DEALLOCATE drop server-side statements behind our back."""
+        text = bytes(view[5:40]).lower()
+        if b"discard" in text or b"deallocate" in text:
+            server.prepared.clear()
+
+    def _rename(
+        self, kind: int, view: memoryview, server: ServerConnection, statements: PreparedStatements
+    ) -> Renamed:
+        body = view[5:]
+        if kind == m.PARSE:
+            return statements.parse(body)
+        if kind == m.BIND:
+            renamed = statements.bind(body, server.prepared)
+        elif kind == m.DESCRIBE or kind == m.CLOSE:
+            renamed = statements.describe_or_close(kind, body, server.prepared)
+        else:
+            return Renamed(None)
+        if renamed.replay:
+            # Answered before the message itself: swallowed, the client never sent it.
+            self.tracker.expect(Request.PARSE, Action.SWALLOW, renamed.server_name)
+        return renamed
+
+    def _parsed(self, conn: ServerConnection, server_name: object, ok: bool) -> None:
+        """Transaction mode: the answer to a renamed Parse arrived."""
+        assert isinstance(server_name, str) and self._statements is not None
+        self._statements.pending.discard(server_name)
+        if ok:
+            conn.prepared[server_name] = None
+
+    def _skipped(self, skipped: list[Expectation]) -> None:
+        for expectation in skipped:
+            if expectation.request is Request.PARSE and expectation.tag is not None:
+                assert self._statements is not None
+                self._statements.pending.discard(str(expectation.tag))

@@ -1,0 +1,184 @@
+"""The state of one client session and what every layer of it uses: writing to the client,
+ending it with a FATAL error, running a statement of the worker's own on the server.
+
+Every attribute of a session is set in ``SessionState.__init__``, so the whole state is read in
+one place; the layers in the other modules (see ``__init__``) only add behaviour. Nothing here
+decides anything about a statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import deque
+from typing import TYPE_CHECKING, Literal, NamedTuple, cast
+
+from proxyworker import metrics
+from proxyworker.analysis import StatementInfo
+from proxyworker.guard.gate import Gate
+from proxyworker.guard.rewrite import Modes, Statement, forced_dry_run
+from proxyworker.prepared import PreparedStatements
+from proxyworker.protocol import messages as m
+from proxyworker.protocol.framing import CONTINUATION, Framer
+from proxyworker.protocol.tracker import Action, Request, ResponseTracker
+from proxyworker.upstream.connection import ServerConnection
+
+if TYPE_CHECKING:
+    from proxyworker.server import Worker
+    from proxyworker.session.client import ClientSession
+    from proxyworker.upstream.pool import Pool
+
+
+STATUS_IDLE = b"I"
+COPY_IN = frozenset({m.COPY_DATA, m.COPY_DONE, m.COPY_FAIL, CONTINUATION})
+_INJECTED = m.cstr("_sqlproxy")
+_INJECTED_TAIL = (
+    m.message(m.BIND, _INJECTED + _INJECTED + b"\x00\x00\x00\x00\x00\x00")
+    + m.message(m.CLOSE, b"S" + _INJECTED)
+    + m.message(m.EXECUTE, _INJECTED + b"\x00\x00\x00\x00")
+    + m.message(m.CLOSE, b"P" + _INJECTED)
+)
+
+
+def _injection(sql: str) -> bytes:
+    """Parse, Bind, Close statement, Execute, Close portal — all under the worker's name."""
+    return m.parse("_sqlproxy", sql) + _INJECTED_TAIL
+
+
+class Kept(NamedTuple):
+    """A decision to audit, kept until its request is answered; the AuditEvent is made only
+    when it is emitted."""
+
+    decision: Literal["allow", "deny", "alert"]
+    rule: str | None
+    message: str | None
+    protocol: Literal["simple", "extended"]
+    time: float
+    target: str | None
+    """The table a lone write names, for the rows its command tag reports."""
+    statements: tuple[StatementInfo, ...]
+    """What the event's fingerprint and normalized text are made from."""
+
+
+class Phase(enum.Enum):
+    STARTUP = "startup"
+    AUTHENTICATING = "authenticating"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+class ClientError(Exception):
+    """End the handshake with a FATAL ErrorResponse."""
+
+    def __init__(self, sqlstate: str, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate, self.message, self.detail = sqlstate, message, detail
+
+
+class SessionState(asyncio.Protocol):
+    """Everything a session holds, and the I/O helpers every layer shares."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.phase = Phase.STARTUP
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.address = ""
+        self.user = ""
+        self.database = ""
+        self.application_name = ""
+        self.params: dict[str, str] = {}
+        self.pool_key: tuple[tuple[str, str], ...] = ()
+        self.key: tuple[int, int] = (0, 0)
+        self.pool: Pool | None = None
+        self.server: ServerConnection | None = None
+        self.transaction_pooling = False
+        self._labels: metrics.DatabaseLabels | None = None
+        # handshake input
+        self._raw = b""
+        self._wakeup: asyncio.Future[None] | None = None
+        # relay state
+        self.framer = Framer(worker.config.listen.max_message_size, frozenset({m.COPY_DATA}))
+        self._started: deque[float] = deque()  # one per request in flight
+        self._unsynced = False
+        self._backlog: list[tuple[int, memoryview]] = []
+        self._acquiring = False
+        self._client_paused = False
+        self._server_paused = False
+        self.tracker = ResponseTracker()
+        self.gate: Gate | None = None
+        self._held: list[memoryview] | None = None  # answers withheld until a check decides
+        self._held_bytes = 0
+        self._checked_statements: set[str] = set()  # extended: statements needing the check
+        self._check_pending = False
+        # Dry run and preview (rewrite.py): the switches, the tags rolled back so far, the
+        # CommandComplete count of the planned Query being answered, per extended-protocol
+        # statement what it was rewritten to and per portal the tag its Execute reports.
+        self.modes = Modes(forced=forced_dry_run(worker.config.guard.dry_run))
+        self._dry_tags: list[bytes] = []
+        self._completes = 0
+        self._rewritten: dict[str, Statement] = {}
+        self._portal_tags: dict[str, tuple[bytes, bool]] = {}
+        self._dry_end_pending = False
+        self._preview_open = False  # a preview's savepoint awaits its Execute
+        self._bare_gate: Gate | None = None
+        self._dry_parsed: set[str] = set()  # statements parsed while a switch was on
+        # Honeytoken values with writes outside a transaction block: the worker opens one and
+        # decides COMMIT or ROLLBACK once it has seen the answers (rewrite.QueryPlan.decide).
+        self._writing: set[str] = set()  # extended: statements that may write
+        self._decide_pending = False  # extended: BEGIN sent in this batch, decide at its Sync
+        self._deciding = False  # client messages wait until COMMIT/ROLLBACK has been sent
+        # Rows changed: per limited table as the check measured them in the open transaction
+        # (cumulative), what the request being answered changed (measured; by command tags).
+        self._txn_rows: dict[str, int] = {}
+        self._request_rows: dict[str, int] = {}
+        self._tag_rows = 0
+        self.policy = worker.policy
+        self._generation = worker.generation
+        self._forwarded = False  # any request sent yet
+        self.settings: dict[str, str] = {}
+        """Session settings as this client last saw them reported (ParameterStatus)."""
+        self._startup_path: tuple[str, ...] = ()
+        self._carry_settings = False  # transaction mode: a server was just linked
+        self._tokens = worker.policy.honeytoken_values
+        self._unit_events: list[Kept] = []  # decisions of the request being sent
+        self._audit_pending: deque[tuple[Kept, ...]] = deque()  # per request in flight
+        self._last_tag = b""
+        self._guard_refusal: str | None = None  # a refusal raised by the server-side check
+        self._server_fatal = False
+        self._carry = False  # the server framer held part of a message after the last chunk
+        self._poisoned = b""  # the refusal to send at ReadyForQuery, once a value was seen
+        self._statements: PreparedStatements | None = None  # transaction mode only
+
+    @property
+    def whole(self) -> ClientSession:
+        """This session as a whole (the worker and server connections take a ClientSession)."""
+        return cast("ClientSession", self)
+
+    def _forward(self, msgs: list[tuple[int, memoryview]], whole: bytes | None) -> None:
+        """Send client messages to the linked server (``requests.py``)."""
+        raise NotImplementedError
+
+    def _inject(self, sql: str, action: Action) -> bytes:
+        """Run ``sql`` in the extended protocol under a statement and portal name of the
+        worker's own (the client's unnamed ones stay as they are); only its Execute's answer
+        gets ``action``, the rest is swallowed."""
+        expect = self.tracker.expect
+        for request in (Request.PARSE, Request.BIND, Request.CLOSE):
+            expect(request, Action.SWALLOW)
+        expect(Request.EXECUTE, action)
+        expect(Request.CLOSE, Action.SWALLOW)
+        return _injection(sql)
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _close_transport(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def fatal(self, sqlstate: str, message: str, detail: str | None = None) -> None:
+        """Send a FATAL error and close the client connection."""
+        self._write(m.error_response(sqlstate, message, severity="FATAL", detail=detail))
+        self._close_transport()

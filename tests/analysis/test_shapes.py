@@ -1,0 +1,123 @@
+"""ShapeCache: a text finds what was stored for another only when the two differ in the digits of
+their literals and nothing else; everything the scan cannot read exactly is exact-text only."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pglast.parser import scan
+
+from proxyworker.analysis import analyze
+from proxyworker.analysis.shapes import ShapeCache, fixed_digits, literal_invariant
+
+
+def _found(stored: str, other: str) -> bool:
+    cache: ShapeCache[str] = ShapeCache(16)
+    cache.put(stored.encode(), "stored", shaped=True)
+    return cache.get(other.encode()) is not None
+
+
+@pytest.mark.parametrize(
+    ("stored", "other"),
+    [
+        (
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 123;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 456;",
+        ),
+        ("SELECT * FROM t WHERE d = '2024-01-01'", "SELECT * FROM t WHERE d = '1999-12-31'"),
+        ("SELECT 1.5e3, .5, 7.", "SELECT 2.5e9, .1, 3."),
+        ("SELECT 'it''s 1'", "SELECT 'it''s 2'"),
+        ('SELECT "a b" FROM t WHERE x = 1', 'SELECT "a b" FROM t WHERE x = 2'),
+    ],
+)
+def test_it_finds_texts_that_differ_in_literal_digits(stored: str, other: str) -> None:
+    assert _found(stored, other)
+
+
+@pytest.mark.parametrize(
+    ("stored", "other"),
+    [
+        ("SELECT * FROM t1 WHERE x = 1", "SELECT * FROM t2 WHERE x = 1"),  # names
+        ('SELECT * FROM "t 1"', 'SELECT * FROM "t 2"'),  # quoted names
+        ("SELECT $1 FROM t", "SELECT $2 FROM t"),  # parameters
+        ("SELECT x.1 FROM t", "SELECT x.2 FROM t"),
+        ("SELECT 1 -- 1", "SELECT 1 -- 2"),  # comments: exact text only
+        ("SELECT 1 /* 1 */", "SELECT 1 /* 2 */"),
+        ("SELECT $$1$$", "SELECT $$2$$"),  # dollar quotes
+        ("SELECT $a$1$a$", "SELECT $a$2$a$"),
+        ("SELECT E'\\x31'", "SELECT E'\\x32'"),  # escape strings
+        ("SELECT U&'\\0031'", "SELECT U&'\\0032'"),
+        ("SELECT B'1'", "SELECT B'0'"),
+        ("SELECT 1e5x", "SELECT 2e5x"),  # not a lone number
+        ("SELECT 1..5", "SELECT 2..5"),
+        ("SELECT 1", "SELECT 10"),  # different length: another key
+        ("SELECT 1", "SELECT a"),
+    ],
+)
+def test_it_does_not_find_texts_that_differ_elsewhere(stored: str, other: str) -> None:
+    assert not _found(stored, other)
+
+
+def test_it_finds_exact_text_only_when_not_shaped() -> None:
+    cache: ShapeCache[str] = ShapeCache(16)
+    cache.put(b"SELECT 1", "v", shaped=False)
+    assert cache.get(b"SELECT 1") == ("v", True)
+    assert cache.get(b"SELECT 2") is None
+
+
+def test_it_says_when_the_text_found_is_another() -> None:
+    cache: ShapeCache[str] = ShapeCache(16)
+    cache.put(b"SELECT 1", "v", shaped=True)
+    assert cache.get(b"SELECT 1") == ("v", True)
+    assert cache.get(b"SELECT 2") == ("v", False)
+
+
+def test_it_refuses_to_locate_literals_it_cannot_read() -> None:
+    for text in (b"SELECT 1 -- x", b"SELECT $$x$$", b"SELECT E'x'", b"SELECT N'x'", b"a\x00b"):
+        assert fixed_digits(text) is None
+    assert fixed_digits(b"SELECT 1") == 0
+    assert fixed_digits(b"SELECT t1") == 0xFF
+
+
+def test_only_lone_queries_and_dml_stand_for_their_shape() -> None:
+    assert literal_invariant(analyze("SELECT * FROM t WHERE id = 1"))
+    assert literal_invariant(analyze("DELETE FROM t WHERE id = 1"))
+    assert not literal_invariant(analyze("SELECT 1; SELECT 2"))
+    assert not literal_invariant(analyze("SET search_path = 'a'"))
+    assert not literal_invariant(analyze("DO 'BEGIN NULL; END'"))
+    assert not literal_invariant(analyze("SELECT set_config('role', 'x', false)"))
+    assert not literal_invariant(analyze("COPY t FROM '/tmp/1'"))
+
+
+_PIECES = st.sampled_from(
+    [
+        "SELECT", " ", "x", "t1", "1", "2", "10", ".5", "1.5", "e", "E", "'", "''", '"', "$",
+        "$1", "--", "/*", "*/", "\n", ",", "(", ")", "=", "-", "+", "::", "U&", ";", "\\", "a$",
+    ]
+)  # fmt: skip
+
+
+def _tokens(text: str) -> list[tuple[str, str]] | None:
+    """The server's tokens, literal values replaced by their kind."""
+    try:
+        tokens = scan(text)
+    except Exception:
+        return None
+    literals = {"SCONST", "USCONST", "ICONST", "FCONST", "BCONST", "XCONST"}
+    return [(t.name, "" if t.name in literals else text[t.start : t.end + 1]) for t in tokens]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES, max_size=14), st.lists(st.sampled_from("0123456789"), max_size=40))
+def test_a_hit_always_lexes_like_the_text_stored(pieces: list[str], digits: list[str]) -> None:
+    stored = "".join(pieces)
+    # Another text: the same with some digits replaced (what a key can make equal).
+    chars = list(stored)
+    for i, digit in enumerate(digits):
+        positions = [p for p, c in enumerate(chars) if c.isdigit()]
+        if positions:
+            chars[positions[i % len(positions)]] = digit
+    other = "".join(chars)
+    if _found(stored, other):
+        assert _tokens(stored) == _tokens(other)
