@@ -25,6 +25,12 @@ class ProxyUserForm(forms.ModelForm):
     password2 = forms.CharField(
         label="Password again", required=False, strip=False, widget=forms.PasswordInput
     )
+    upstream_password = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput,
+        help_text="The upstream role's password, stored encrypted; empty keeps the current one.",
+    )
 
     class Meta:
         model = ProxyUser
@@ -36,6 +42,8 @@ class ProxyUserForm(forms.ModelForm):
             "scram_verifier",
             "all_databases",
             "databases",
+            "upstream_user",
+            "upstream_password",
         ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -52,6 +60,10 @@ class ProxyUserForm(forms.ModelForm):
             self.instance.scram_verifier = data["scram_verifier"]
         elif not data.get("scram_verifier"):
             raise ValidationError({"password1": "Give a password (or a SCRAM verifier)."})
+        if data.get("upstream_password"):
+            self.instance.set_upstream_password(data["upstream_password"])
+        if not data.get("upstream_user"):
+            self.instance.set_upstream_password(None)
         tenant, databases = data.get("tenant"), data.get("databases")
         if tenant is not None and databases:
             foreign = [db.name for db in databases if db.tenant_id != tenant.pk]

@@ -12,6 +12,7 @@ import msgspec
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from controlplane.databases import crypto
 from controlplane.databases.models import Database
 from controlplane.proxyusers import scram
 from controlplane.tenants.models import Tenant
@@ -31,6 +32,14 @@ class ProxyUser(models.Model):
     all_databases = models.BooleanField(
         default=False, help_text="May use every database of its tenant, present and future."
     )
+    upstream_user = models.CharField(
+        max_length=63,
+        blank=True,
+        default="",
+        help_text="Upstream role this user's connections log in as; empty: each database's "
+        "own upstream user.",
+    )
+    upstream_password_encrypted = models.TextField(blank=True, default="", editable=False)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -43,6 +52,16 @@ class ProxyUser(models.Model):
 
     def set_password(self, password: str) -> None:
         self.scram_verifier = scram.make_verifier(password)
+
+    @property
+    def upstream_password(self) -> str | None:
+        if not self.upstream_password_encrypted:
+            return None
+        return crypto.decrypt(self.upstream_password_encrypted)
+
+    def set_upstream_password(self, password: str | None) -> None:
+        """Encrypted at rest, like a database's upstream password."""
+        self.upstream_password_encrypted = crypto.encrypt(password) if password else ""
 
     def clean(self) -> None:
         super().clean()
@@ -63,4 +82,10 @@ class ProxyUser(models.Model):
         names = self.database_names()
         if not names:
             return None
-        return UserConfig(name=self.name, scram_verifier=self.scram_verifier, databases=names)
+        return UserConfig(
+            name=self.name,
+            scram_verifier=self.scram_verifier,
+            databases=names,
+            upstream_user=self.upstream_user or None,
+            upstream_password=self.upstream_password if self.upstream_user else None,
+        )

@@ -178,6 +178,8 @@ def import_worker_toml(
             ):
                 user.set_password(entry.password or "")
             user.all_databases = not entry.databases
+            user.upstream_user = entry.upstream_user or ""
+            user.set_upstream_password(entry.upstream_password)
             user.save()
             user.databases.set([tenant_dbs[name] for name in entry.databases])
             (report.users_created if created else report.users_updated).append(user.name)
@@ -206,6 +208,10 @@ def export_worker_toml(tenant: Tenant) -> str:
         entry: dict[str, Any] = {"name": user.name, "scram_verifier": user.scram_verifier}
         if not user.all_databases:
             entry["databases"] = names
+        if user.upstream_user:
+            entry["upstream_user"] = user.upstream_user
+            if user.upstream_password is not None:
+                entry["upstream_password"] = user.upstream_password
         users.append(entry)
     if users:
         doc["users"] = users

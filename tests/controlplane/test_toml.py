@@ -31,6 +31,8 @@ RICH = r"""
 name = "app"
 scram_verifier = "VERIFIER"
 databases = ["shop"]
+upstream_user = "shop_app"
+upstream_password = "shop-app-pw"
 
 [[users]]
 name = "reporting"
@@ -85,7 +87,10 @@ sample_allowed = 0.5
 def semantic(config: WorkerConfig) -> dict[str, Any]:
     """What a tenant owns: users, databases and the policy each database enforces."""
     return {
-        "users": [(u.name, u.scram_verifier, u.databases) for u in config.users],
+        "users": [
+            (u.name, u.scram_verifier, u.databases, u.upstream_user, u.upstream_password)
+            for u in config.users
+        ],
         "databases": [
             {
                 **msgspec.to_builtins(msgspec.structs.replace(db, policy=None)),
@@ -120,11 +125,15 @@ def test_it_round_trips_per_database_policies_and_passwords() -> None:
     original, exported, text = round_trip(RICH)
     got, want = semantic(exported), semantic(original)
     # a plaintext password comes back as a verifier of that password
-    (name, verifier, dbs) = got["users"][1]
-    assert (name, dbs) == ("reporting", []) and scram.verify_password("reporting-pw", verifier)
+    (name, verifier, dbs, role, _) = got["users"][1]
+    assert (name, dbs, role) == ("reporting", [], None)
+    assert scram.verify_password("reporting-pw", verifier)
     got["users"][1] = want["users"][1]
     assert got == want
-    assert "password = " not in text and "sample_allowed" not in text
+    assert 'password = "reporting-pw"' not in text and "sample_allowed" not in text
+    app = ProxyUser.objects.get(name="app")  # the upstream role's password, encrypted at rest
+    assert app.upstream_password == "shop-app-pw"
+    assert "shop-app-pw" not in app.upstream_password_encrypted
     shop = Database.objects.get(name="shop")
     assert (shop.user, shop.password, shop.sslrootcert) == (
         "shop@owner",
@@ -152,7 +161,7 @@ def test_it_refuses_names_of_another_tenant_with_line_and_key() -> None:
     tenant = Tenant.objects.create(name="T", slug="t")
     with pytest.raises(ConfigError) as info:
         import_worker_toml(tenant, RICH, path="x.toml")
-    assert (info.value.key, info.value.line) == ("databases[0].name", 12)
+    assert (info.value.key, info.value.line) == ("databases[0].name", 14)
     assert not ProxyUser.objects.filter(tenant=tenant).exists()  # nothing half-imported
 
 
@@ -161,7 +170,7 @@ def test_it_locates_schema_errors() -> None:
     bad = RICH.replace('pool_mode = "transaction"', 'pool_mode = "txn"')
     with pytest.raises(ConfigError) as info:
         import_worker_toml(tenant, bad, path="x.toml")
-    assert (info.value.line, info.value.key) == (14, "databases[0].pool_mode")
+    assert (info.value.line, info.value.key) == (16, "databases[0].pool_mode")
 
 
 POLICY = """[table_limits]

@@ -26,6 +26,13 @@ class ProxyUserSerializer(serializers.ModelSerializer):
         max_length=300,
         help_text="SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey> instead of password.",
     )
+    upstream_password = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        style={"input_type": "password"},
+        help_text="Password of upstream_user, stored encrypted; never returned.",
+    )
     databases = serializers.PrimaryKeyRelatedField(
         many=True, required=False, queryset=Database.objects.none()
     )
@@ -39,6 +46,8 @@ class ProxyUserSerializer(serializers.ModelSerializer):
             "scram_verifier",
             "databases",
             "all_databases",
+            "upstream_user",
+            "upstream_password",
             "created",
             "updated",
         ]
@@ -72,3 +81,17 @@ class ProxyUserSerializer(serializers.ModelSerializer):
         clean_instance(candidate)
         attrs.pop("password", None)
         return attrs
+
+    def _save_upstream(self, user: ProxyUser, password: str | None) -> ProxyUser:
+        if password is not None or not user.upstream_user:
+            user.set_upstream_password(password if user.upstream_user else None)
+            user.save(update_fields=["upstream_password_encrypted"])
+        return user
+
+    def create(self, validated_data: dict[str, Any]) -> ProxyUser:
+        password = validated_data.pop("upstream_password", None)
+        return self._save_upstream(super().create(validated_data), password)
+
+    def update(self, instance: ProxyUser, validated_data: dict[str, Any]) -> ProxyUser:
+        password = validated_data.pop("upstream_password", None)
+        return self._save_upstream(super().update(instance, validated_data), password)
