@@ -139,6 +139,10 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        # A second Ctrl-C or TERM (make and timeout signal the whole process group) must not
+        # cut the stopping short and leave children running.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         print("stopping...", file=sys.stderr)
         stop(children)
 
