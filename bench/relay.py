@@ -2,7 +2,8 @@
 server connection whose transports only count bytes, fed pgbench's requests and a recorded
 answer to each. What is left out is uvloop's share (reading, writing, dispatching callbacks).
 
-Run: ``.venv/bin/python bench/relay.py`` (``--profile`` prints a cProfile of the same loop).
+Run: ``.venv/bin/python bench/relay.py`` (``--profile`` prints a cProfile of the same loop;
+``--guard`` and ``--workload`` pick one case, as ``bench/instructions.sh`` does under valgrind).
 Each case is timed best of ``--repeat`` over ``--count`` transactions, with the guard off (no
 policy) and on (the bench's guard-on policy: default signatures and a row limit on
 pgbench_accounts, with a hand-made catalog of pgbench's tables, as ``decide.py``).
@@ -169,10 +170,14 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20_000, help="transactions per timing")
     parser.add_argument("--repeat", type=int, default=5, help="timings; the best is shown")
     parser.add_argument("--profile", choices=("off", "on"), help="cProfile with the guard so")
+    parser.add_argument("--guard", choices=("off", "on"), help="time only with the guard so")
+    parser.add_argument("--workload", help="only the workloads whose name contains this")
     args = parser.parse_args()
     rng = random.Random(1)
     print(f"{'workload':24} {'guard off µs/tx':>16} {'guard on µs/tx':>15}")
     for name, make in WORKLOADS.items():
+        if args.workload and args.workload not in name:
+            continue
         transactions = [make(rng) for _ in range(args.count)]
         if args.profile:
             profiler = cProfile.Profile()
@@ -180,9 +185,12 @@ def main() -> None:
             print(name)
             pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
             continue
-        off = min(run(False, transactions) for _ in range(args.repeat)) / args.count * 1e6
-        on = min(run(True, transactions) for _ in range(args.repeat)) / args.count * 1e6
-        print(f"{name:24} {off:>16.2f} {on:>15.2f}")
+        times = {}
+        for guard in ("off", "on"):
+            if args.guard in (None, guard):
+                best = min(run(guard == "on", transactions) for _ in range(args.repeat))
+                times[guard] = f"{best / args.count * 1e6:.2f}"
+        print(f"{name:24} {times.get('off', '-'):>16} {times.get('on', '-'):>15}")
 
 
 if __name__ == "__main__":

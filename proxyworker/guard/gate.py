@@ -98,6 +98,14 @@ class Verdict:
     """False when the verdict was made for another text of the same shape (``decide_bytes``):
     ``statements`` then carry that text, so whoever rebuilds a query from statement texts
     must analyse this one (``Gate.statements``)."""
+    switches: bool = field(init=False, default=False)
+    """Could a statement be SET/RESET/SHOW of the worker's own ``sqlproxy.*`` switches?
+    Computed once per verdict, so a remembered one answers without looking again."""
+
+    def __post_init__(self) -> None:
+        self.switches = any(
+            i.kind is StatementKind.SET or i.command == "SHOW" for i in self.statements
+        )
 
 
 @dataclass(slots=True)
@@ -149,7 +157,15 @@ class Gate:
         catalog = self.catalog
         usable = not self.ddl_pending and (catalog is None or catalog.loaded_at > self._ddl_at)
         if usable:
-            self._expire_verdicts()
+            made = self._verdicts_for
+            if (  # (_expire_verdicts' test, inline: this runs for every statement)
+                not made
+                or made[0] is not self.policy
+                or made[1] is not catalog
+                or made[2] != self.search_path
+                or made[3] != len(self.sticky)
+            ):
+                self._expire_verdicts()
             found = self._verdicts.get(raw)
             if found is not None:
                 # Another text differs only in ASCII digits: it is valid UTF-8 as well.

@@ -20,7 +20,6 @@ import time
 from typing import Literal
 
 from proxyworker import metrics
-from proxyworker.analysis import StatementInfo, StatementKind
 from proxyworker.config.events import AuditEvent
 from proxyworker.guard.checks import raise_sql
 from proxyworker.guard.gate import (
@@ -44,7 +43,7 @@ from proxyworker.policy.decision import Allow, Deny
 from proxyworker.protocol import messages as m
 from proxyworker.protocol.tracker import Action, Request
 from proxyworker.session.pooling import Pooling
-from proxyworker.session.state import STATUS_IDLE, Kept
+from proxyworker.session.state import STATUS_IDLE, AuditSlot, Kept
 from proxyworker.upstream.connection import ServerConnection
 
 log = logging.getLogger(__name__)
@@ -62,11 +61,6 @@ _GUARD_PATHS = {
     path: metrics.BatchedCounter(metrics.GUARD_PATHS.labels(path))
     for path in ("read", "static", "verified", "denied")
 }
-
-
-def _switches(statements: tuple[StatementInfo, ...]) -> bool:
-    """Could one of these be SET/RESET/SHOW of the worker's own sqlproxy.* switches?"""
-    return any(i.kind is StatementKind.SET or i.command == "SHOW" for i in statements)
 
 
 class Guarded(Pooling):
@@ -97,12 +91,15 @@ class Guarded(Pooling):
         policy = self.policy
         if policy.limits or policy.honeytoken_tables:
             gate.catalog = self.pool.catalog.snapshot()
-        refusal = self._text_refusal()
-        if refusal is not None:
-            verdict = Verdict(refusal, "denied")
-            if gate is self.gate:
-                self._record(verdict, protocol)
-            return verdict
+        if not self._readable:
+            # Looked at again only after a ParameterStatus (or a new set of settings).
+            refusal = self._text_refusal()
+            if refusal is not None:
+                verdict = Verdict(refusal, "denied")
+                if gate is self.gate:
+                    self._record(verdict, protocol)
+                return verdict
+            self._readable = True
         budget = policy.rows_budget
         left = 0.0
         if budget is not None:
@@ -118,7 +115,14 @@ class Guarded(Pooling):
             verdict = Verdict(ROWS_EXHAUSTED, "denied", verdict.statements)
         if gate is self.gate:
             _GUARD_PATHS[verdict.path].inc()
-            self._record(verdict, protocol)
+            decision = verdict.decision
+            if (
+                type(decision) is not Allow
+                or decision.verify
+                or decision.alerts
+                or self.worker.config.audit.sample_allowed
+            ):
+                self._record(verdict, protocol)  # (else nothing to audit: _record's early exit)
         return verdict
 
     def _record(self, verdict: Verdict, protocol: Literal["simple", "extended"]) -> None:
@@ -132,7 +136,6 @@ class Guarded(Pooling):
             and not audit.sample_allowed
         ):
             return  # the common case: nothing to audit
-        sampled = False
         if isinstance(decision, Deny):
             kind: Literal["allow", "deny", "alert"] = "deny"
             rule: str | None = decision.rule
@@ -140,13 +143,14 @@ class Guarded(Pooling):
             log.info("denied", extra={"rule": rule, "user": self.user, "client": self.peer})
         elif decision.alerts:
             kind, rule, message = "alert", decision.alerts[0], None
-        elif (sampled := random.random() < audit.sample_allowed) or decision.verify:
+        else:
             # A verified statement is kept in case the server-side check refuses it; it is
             # emitted as allowed only when sampled (see _audited).
+            sampled = bool(audit.sample_allowed) and random.random() < audit.sample_allowed
+            if not sampled and not decision.verify:
+                return
             kind, message = "allow", None
             rule = None if sampled else _UNSAMPLED
-        else:
-            return
         # An unsampled event is emitted only as a refusal, which names no rows: no target.
         gate = self.gate
         target = (
@@ -156,6 +160,23 @@ class Guarded(Pooling):
         self._unit_events.append(
             Kept(kind, rule, message, protocol, time.time(), target, verdict.statements)
         )
+
+    def _audit_slot(self) -> AuditSlot:
+        """What the request being sent leaves to do when it is answered (``_audit_pending``):
+        None when it made no decision to audit and no row budget applies. Otherwise its
+        events, and whether its command tags and rows are needed: not when a budget is off and
+        every event is an unsampled one, emitted only as a refusal (which names no rows and no
+        tag); its answer is then looked at only if the guard refused something in it."""
+        events = self._unit_events
+        if self.policy.rows_budget is not None:
+            counted = True
+        elif not events:
+            return None
+        else:
+            counted = any(kept.rule != _UNSAMPLED for kept in events)
+        slot = (tuple(events), counted)
+        events.clear()
+        return slot
 
     def _measured(self, view: memoryview) -> None:
         """The limit check's NOTICE: rows changed per limited table in this transaction."""
@@ -265,7 +286,7 @@ class Guarded(Pooling):
         statements = verdict.statements
         checks = gate.checks() if verdict.check_sql is not None else None
         decide = bool(self._tokens) and self._decides(server)
-        if checks is None and not decide and not self.modes.active and not _switches(statements):
+        if checks is None and not decide and not self.modes.active and not verdict.switches:
             return None, None
         sql = raw.decode()
         statements = gate.statements(verdict, sql)
@@ -294,6 +315,7 @@ class Guarded(Pooling):
         check arms it for the next Sync or Flush and gets the baseline sent before it."""
         body = view[5:]
         if kind == m.BIND:
+            # (``_forward`` calls this for a Bind only when something is armed: ``_bind_armed``.)
             portal, name, _ = m.split_bind(body)
             prefix = b""
             if name in self._checked_statements:
@@ -319,8 +341,16 @@ class Guarded(Pooling):
             if rewritten is not None:
                 prefix += self._bind_rewritten(rewritten, portal, server)
             return prefix, False, view
-        parsed = m.parse_parse(body)
-        verdict = self._verdict(gate, server, parsed.sql.encode(), "extended")
+        raw_body = bytes(body)
+        if raw_body == self._parse_body:
+            # The same Parse body as the last one (pgbench -M extended, most drivers' unnamed
+            # statements): parse_parse is a function of the bytes alone.
+            parsed, raw = self._parse_memo
+        else:
+            parsed = m.parse_parse(raw_body)
+            raw = parsed.sql.encode()
+            self._parse_body, self._parse_memo = raw_body, (parsed, raw)
+        verdict = self._verdict(gate, server, raw, "extended")
         decision = verdict.decision
         if isinstance(decision, Deny):
             self._checked_statements.discard(parsed.name)
@@ -337,7 +367,7 @@ class Guarded(Pooling):
                 self._writing.add(parsed.name)
             else:
                 self._writing.discard(parsed.name)
-        if not self.modes.active and not _switches(statements):
+        if not self.modes.active and not verdict.switches:
             if self._rewritten:
                 self._rewritten.pop(parsed.name, None)
             if self._dry_parsed:
@@ -361,6 +391,18 @@ class Guarded(Pooling):
         if rewritten.sql is not None:
             view = memoryview(m.parse(parsed.name, rewritten.sql, parsed.param_types))
         return b"", False, view
+
+    def _bind_armed(self) -> bool:
+        """Could a Bind need anything of the guard: a statement needing the check, writes
+        under honeytoken values, rewritten statements, portal tags, dry run or preview? When
+        not, ``_gate_extended`` would return the Bind unchanged with nothing to do."""
+        return bool(
+            self._checked_statements
+            or self._writing
+            or self._rewritten
+            or self._portal_tags
+            or self.modes.active
+        )
 
     def _bind_rewritten(self, rewritten: Statement, portal: str, server: ServerConnection) -> bytes:
         """Bind of a rewritten statement: remember the tag its Execute shows; a write under dry

@@ -175,6 +175,7 @@ class Handshake(Requests):
         reported = server.startup_params if self.transaction_pooling else server.params
         out += [m.parameter_status(k, v) for k, v in reported.items()]
         self.settings = dict(reported)
+        self._readable = False
         if self.gate is not None:
             self._startup_path = self.gate.search_path
         self.key = self.worker.register(self.whole)

@@ -141,8 +141,10 @@ class Requests(Responses):
                         replacement = self._deny_function_call()
                 if self.gate is not None:
                     # The decisions made for this request, audited when it completes.
-                    self._audit_pending.append(tuple(self._unit_events))
-                    self._unit_events.clear()
+                    if self._unit_events or self.policy.rows_budget is not None:
+                        self._audit_pending.append(self._audit_slot())
+                    else:
+                        self._audit_pending.append(None)  # (_audit_slot's, without the call)
                 if self._deciding:
                     # What the client sent after it waits until the worker's COMMIT/ROLLBACK,
                     # but for its COPY data (asyncpg sends it without waiting for the answer).
@@ -164,7 +166,9 @@ class Requests(Responses):
                 if gate is None and (kind == m.PARSE or kind == m.BIND):
                     gate = self._bare(view)
                 original = view
-                if gate is not None and kind in (m.PARSE, m.BIND):
+                if gate is not None and (
+                    kind == m.PARSE or (kind == m.BIND and self._bind_armed())
+                ):
                     prefix, denied, view = self._gate_extended(gate, server, kind, view)
                     if denied:
                         if out is None:

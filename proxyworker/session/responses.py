@@ -131,12 +131,14 @@ class Responses(Guarded):
             elif kind == m.PARAMETER_STATUS:
                 name, value = m.parse_parameter_status(view[5:])
                 conn.params[name] = self.settings[name] = value
+                self._readable = False
             elif kind == m.NOTICE_RESPONSE and bytes(view).find(_ROWS_MARK) > 0:
                 self._measured(view)  # the check's report of rows changed: not the client's
                 changed = True
                 continue
             elif kind == m.COMMAND_COMPLETE:
-                if self._audit_pending:
+                pending = self._audit_pending
+                if pending and (slot := pending[0]) is not None and slot[1]:
                     self._last_tag = bytes(view[5:-1])
                     self._tag_rows += rows_of_tag(self._last_tag)
                 if expectation is not None and expectation.request is Request.EXECUTE:
@@ -219,7 +221,15 @@ class Responses(Guarded):
             elapsed = time.perf_counter() - self._started.popleft()
             self._labels.latency.observe(elapsed)
             if self._audit_pending:
-                self._audited(self._audit_pending.popleft(), elapsed, self._settle_rows())
+                slot = self._audit_pending.popleft()
+                if slot is not None and (slot[1] or self._guard_refusal is not None):
+                    self._audited(slot[0], elapsed, self._settle_rows())
+                else:
+                    # Nothing this answer could make emitted (Guarded._audit_slot): only
+                    # forget what it reported.
+                    self._guard_refusal = None
+                    if self._request_rows:
+                        self._request_rows = {}
             if conn.status == STATUS_IDLE:
                 self._txn_rows.clear()
                 if not self._started:

@@ -60,6 +60,11 @@ class Kept(NamedTuple):
     """What the event's fingerprint and normalized text are made from."""
 
 
+AuditSlot = tuple[tuple[Kept, ...], bool] | None
+"""Per request in flight: its decisions to audit and whether its command tags and rows are
+needed; None when nothing is left to audit (``Guarded._audit_slot``)."""
+
+
 class Phase(enum.Enum):
     STARTUP = "startup"
     AUTHENTICATING = "authenticating"
@@ -138,11 +143,18 @@ class SessionState(asyncio.Protocol):
         self._forwarded = False  # any request sent yet
         self.settings: dict[str, str] = {}
         """Session settings as this client last saw them reported (ParameterStatus)."""
+        self._readable = False
+        """The guard found ``settings`` let it read statement text (``Guarded._text_refusal``);
+        cleared whenever ``settings`` change, so they are looked at again."""
+        # The last Parse body and what parse_parse made of it, with its text's UTF-8 bytes.
+        self._parse_body: bytes | None = None  # (None: no body equals it, not even b"")
+        self._parse_memo: tuple[m.ParseMessage, bytes] = (m.ParseMessage("", "", b""), b"")
         self._startup_path: tuple[str, ...] = ()
         self._carry_settings = False  # transaction mode: a server was just linked
         self._tokens = worker.policy.honeytoken_values
         self._unit_events: list[Kept] = []  # decisions of the request being sent
-        self._audit_pending: deque[tuple[Kept, ...]] = deque()  # per request in flight
+        # Per request in flight, what its answer leaves to audit (Guarded._audit_slot).
+        self._audit_pending: deque[AuditSlot] = deque()
         self._last_tag = b""
         self._guard_refusal: str | None = None  # a refusal raised by the server-side check
         self._server_fatal = False
