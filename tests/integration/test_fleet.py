@@ -331,6 +331,9 @@ def test_a_publication_missed_while_disconnected_is_picked_up(
     publish(redis, 1, config_toml(upstream, OPEN))
     proc = launch_fleet(redis.url, str(tmp_path))
     started.append(proc)
+    # Listening comes before the subscription: wait until it has subscribed and read the key,
+    # or the key set below would be read as its first snapshot rather than missed.
+    wait_until(lambda: "sqlproxy_control_plane_connected 1.0" in proc.http("/metrics")[1])
     # Version 2 is stored but its PUBLISH never reached the worker (as when it is sent while
     # the subscription is broken): nothing changes yet...
     with redis.client() as client:
