@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 
 from controlplane.admin_scoping import TenantScopedAdmin
-from controlplane.databases.models import Database
+from controlplane.databases.models import POOL_FIELDS, Database
 from controlplane.policies.models import Policy
 from controlplane.policies.services import ensure_policy, policy_to_toml
 
@@ -85,17 +85,7 @@ class DatabaseAdmin(TenantScopedAdmin):
         ),
         (
             "Pool",
-            {
-                "fields": [
-                    "pool_mode",
-                    "pool_size",
-                    "connect_timeout",
-                    "pool_timeout",
-                    "server_idle_timeout",
-                    "server_reset_query",
-                    "max_prepared_statements",
-                ]
-            },
+            {"fields": list(POOL_FIELDS)},
         ),
     ]
 

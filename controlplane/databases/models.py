@@ -18,6 +18,17 @@ from controlplane.databases import crypto
 from controlplane.tenants.models import Tenant
 from proxyworker.config.schema import Database as DatabaseConfig
 
+POOL_FIELDS = (
+    "pool_mode",
+    "pool_size",
+    "connect_timeout",
+    "pool_timeout",
+    "server_idle_timeout",
+    "server_reset_query",
+    "max_prepared_statements",
+)
+"""Pool settings: the same name and meaning here as in the worker's ``[[databases]]``."""
+
 
 class Database(models.Model):
     class SslMode(models.TextChoices):
@@ -85,17 +96,8 @@ class Database(models.Model):
 
     def to_config(self) -> DatabaseConfig:
         """This database as the worker's struct, without its policy (see policies)."""
-        return DatabaseConfig(
-            name=self.name,
-            upstream=self.upstream_url(),
-            pool_mode=self.pool_mode,  # type: ignore[arg-type]
-            pool_size=self.pool_size,
-            connect_timeout=self.connect_timeout,
-            pool_timeout=self.pool_timeout,
-            server_idle_timeout=self.server_idle_timeout,
-            server_reset_query=self.server_reset_query,
-            max_prepared_statements=self.max_prepared_statements,
-        )
+        pool = {key: getattr(self, key) for key in POOL_FIELDS}
+        return DatabaseConfig(name=self.name, upstream=self.upstream_url(), **pool)
 
     def clean(self) -> None:
         super().clean()

@@ -21,7 +21,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.db.models import QuerySet
 
-from controlplane.databases.models import Database
+from controlplane.databases.models import POOL_FIELDS, Database
 from controlplane.policies.services import ensure_policy, policy_sections, update_policy
 from controlplane.proxyusers import scram
 from controlplane.proxyusers.models import ProxyUser
@@ -131,15 +131,7 @@ def import_worker_toml(
             )
             db.set_password(target.password)
             db.sslmode, db.sslrootcert = target.sslmode, target.sslrootcert or ""
-            for key in (
-                "pool_mode",
-                "pool_size",
-                "connect_timeout",
-                "pool_timeout",
-                "server_idle_timeout",
-                "server_reset_query",
-                "max_prepared_statements",
-            ):
+            for key in POOL_FIELDS:
                 setattr(db, key, getattr(entry, key))
             db.save()
             (report.databases_created if created else report.databases_updated).append(db.name)

@@ -7,7 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from controlplane.api_validation import clean_instance
-from controlplane.databases.models import Database
+from controlplane.databases.models import POOL_FIELDS, Database
 
 
 class DatabaseSerializer(serializers.ModelSerializer):
@@ -34,13 +34,7 @@ class DatabaseSerializer(serializers.ModelSerializer):
             "has_password",
             "sslmode",
             "sslrootcert",
-            "pool_mode",
-            "pool_size",
-            "connect_timeout",
-            "pool_timeout",
-            "server_idle_timeout",
-            "server_reset_query",
-            "max_prepared_statements",
+            *POOL_FIELDS,
             "policy",
             "created",
             "updated",
