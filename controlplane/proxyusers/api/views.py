@@ -19,11 +19,5 @@ class ProxyUserViewSet(TenantScoped, viewsets.ModelViewSet):
     def get_queryset(self) -> QuerySet[ProxyUser]:
         return self.scope(ProxyUser.objects.prefetch_related("databases").order_by("name"))
 
-    def get_serializer_context(self) -> dict[str, Any]:
-        context = super().get_serializer_context()
-        if self.request is not None and self.request.auth is not None:
-            context["tenant"] = tenant_of(self.request)
-        return context
-
     def perform_create(self, serializer: Any) -> None:
         serializer.save(tenant=tenant_of(self.request))

@@ -95,3 +95,10 @@ class TenantScoped:
 
     def scope(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         return queryset.filter(**{self.tenant_field: tenant_of(self.request)})
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        """Serializers get the caller's tenant (to limit related choices to it)."""
+        context: dict[str, Any] = super().get_serializer_context()
+        if self.request is not None and self.request.auth is not None:
+            context["tenant"] = tenant_of(self.request)
+        return context

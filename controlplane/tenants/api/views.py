@@ -28,12 +28,6 @@ class ApiTokenViewSet(
     def get_queryset(self) -> QuerySet[ApiToken]:
         return self.scope(ApiToken.objects.select_related("user").order_by("-created"))
 
-    def get_serializer_context(self) -> dict[str, Any]:
-        context = super().get_serializer_context()
-        if self.request is not None and self.request.auth is not None:
-            context["tenant"] = tenant_of(self.request)
-        return context
-
     def perform_create(self, serializer: Any) -> None:
         data = serializer.validated_data
         token, plaintext = create_token(
