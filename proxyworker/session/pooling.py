@@ -107,11 +107,11 @@ class Pooling(SessionState):
             for name, value in self.settings.items()
             if name in _CARRIED_SETTINGS and server.params.get(name) != value
         ]
-        gate = self.gate
-        if gate is not None and gate.search_path != self._startup_path:
+        path = self._own_search_path()
+        if path is not None:
             # search_path is not reported by the server: the guard's view of it is carried,
             # so that names resolve on the server as the guard resolved them.
-            sets.append(f"SET search_path TO {', '.join(map(quote_identifier, gate.search_path))}")
+            sets.append(f"SET search_path TO {', '.join(map(quote_identifier, path))}")
             server.search_path_changed = True
         elif server.search_path_changed:
             sets.append("RESET search_path")
@@ -120,10 +120,17 @@ class Pooling(SessionState):
             self.tracker.expect(Request.QUERY, Action.SWALLOW)
             server.write(m.query("; ".join(sets)))
 
+    def _own_search_path(self) -> tuple[str, ...] | None:
+        """The search_path the guard follows for this client, when it is not the startup one."""
+        gate = self.gate
+        if gate is None or gate.search_path == self._startup_path:
+            return None
+        return gate.search_path
+
     def _release_server(self, server: ServerConnection) -> None:
         assert self.pool is not None
         self.server = None
-        if self.gate is not None and self.gate.search_path != self._startup_path:
+        if self._own_search_path() is not None:
             server.search_path_changed = True
         if self._client_paused and server.transport is not None:
             server.transport.resume_reading()
