@@ -7,19 +7,24 @@ Each has an API token for their tenant (``Persona.token``) and a staff login for
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import pytest
 from django.contrib.auth.models import User
 from django.db import connections
 from rest_framework.test import APIClient
 
+from controlplane.audit.services import ingest_batch
 from controlplane.databases.models import Database
 from controlplane.proxyusers.models import ProxyUser
+from controlplane.streams.fanout import after_ingest
 from controlplane.tenants.models import Membership, Tenant
 from controlplane.tenants.services import create_token
+from proxyworker.config.events import AuditEvent as AuditEventStruct
 from tests.support.pgcluster import PgCluster
 from tests.support.redisserver import RedisServer, start_redis
 
@@ -127,3 +132,12 @@ def world(db: None) -> World:
         b_db=b_db,
         a_user=a_user,
     )
+
+
+def ingest(*events: AuditEventStruct) -> None:
+    """Store events as the ingest process does, then fan them out (alerts, reports, streams)."""
+    entries = [
+        (f"{time.time_ns()}-{n}", {b"data": msgspec.json.encode(e)}) for n, e in enumerate(events)
+    ]
+    ingest_batch(entries)
+    after_ingest(entries)

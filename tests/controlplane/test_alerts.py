@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from django.db import connection
 from django.utils import timezone
@@ -25,11 +24,9 @@ from controlplane import celery_app
 from controlplane.alerts import payloads, services
 from controlplane.alerts.models import Alert, Delivery, WebhookEndpoint
 from controlplane.alerts.tasks import deliver_webhook
-from controlplane.audit.services import ingest_batch
-from controlplane.streams.fanout import after_ingest
 from controlplane.tenants.models import Tenant
 from proxyworker.config.events import AuditEvent as AuditEventStruct
-from tests.controlplane.conftest import World
+from tests.controlplane.conftest import World, ingest
 from tests.support.controlplane import database_url
 from tests.support.redisserver import RedisServer
 from tests.support.webhooks import WebhookReceiver
@@ -54,14 +51,6 @@ def event(**kw: Any) -> AuditEventStruct:
         **kw,
     }
     return AuditEventStruct(**fields)
-
-
-def ingest(*events: AuditEventStruct) -> None:
-    entries = [
-        (f"{time.time_ns()}-{n}", {b"data": msgspec.json.encode(e)}) for n, e in enumerate(events)
-    ]
-    ingest_batch(entries)
-    after_ingest(entries)
 
 
 @pytest.fixture

@@ -10,19 +10,16 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import msgspec
 import pytest
 from django.core import mail
 from django.utils import timezone
 
 from controlplane.alerts.models import Delivery, WebhookEndpoint
-from controlplane.audit.services import ingest_batch
 from controlplane.reports import services
 from controlplane.reports.models import ReportSchedule, TableRows
 from controlplane.reports.tasks import send_due_reports
-from controlplane.streams.fanout import after_ingest
 from proxyworker.config.events import AuditEvent as AuditEventStruct
-from tests.controlplane.conftest import World
+from tests.controlplane.conftest import World, ingest
 from tests.support.webhooks import WebhookReceiver
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,14 +41,6 @@ def event(**kw: Any) -> AuditEventStruct:
         **kw,
     }
     return AuditEventStruct(**fields)
-
-
-def ingest(*events: AuditEventStruct) -> None:
-    entries = [
-        (f"{time.time_ns()}-{n}", {b"data": msgspec.json.encode(e)}) for n, e in enumerate(events)
-    ]
-    ingest_batch(entries)
-    after_ingest(entries)
 
 
 @pytest.fixture
