@@ -10,6 +10,14 @@ same shape in about the time of one dict lookup, without parsing:
   ``t1``, parameters ``$1``, anything this module cannot place). A text found by the key is a
   hit only if it has the same digits there. The texts then differ only in digits inside
   literals, so the server lexes both into the same tokens but for those literals' values.
+- When that key finds nothing, a second one collapses every run of digits into one ``0`` (a
+  regex substitution, ~10 times the cost of ``translate``), so ``aid = 7`` finds what was
+  stored for ``aid = 123456``. Texts with the same second key have the same bytes between
+  their runs of digits; a hit needs the runs outside literals to be equal. A run is inside a
+  literal or outside as a whole (a number is never next to a digit, a string ends at a
+  quote), so the texts again lex into the same tokens but for literal values. The text found
+  this way is then stored under its first key, so the next text of its length costs one
+  lookup.
 - Locating literals is a regex pass done once, when a result is stored. It recognises plain
   string literals ('...', quotes doubled), numbers, and quoted identifiers (kept). Anything
   that could make its reading differ from the server's — comments, dollar quotes, prefixed
@@ -37,6 +45,7 @@ MAX_SHAPED_TEXT = 8192
 _ZEROS = bytes.maketrans(b"0123456789", b"0000000000")
 _EXACT = -1
 """A stored text that only the same text finds."""
+_RUN = re.compile(rb"[0-9]+")
 
 # Leftmost match wins, as in the server's lexer: a quoted identifier is consumed whole, a
 # string with doubled quotes is one literal, a number must stand alone (neither neighbour could
@@ -87,10 +96,14 @@ class ShapeCache(Generic[_T]):
     """Values by text; a value stored as ``shaped`` is found again by any text of its shape.
     ``get`` also says whether the text found is the one stored."""
 
-    __slots__ = ("_entries", "_maxsize")
+    __slots__ = ("_by_runs", "_entries", "_maxsize")
 
     def __init__(self, maxsize: int) -> None:
-        self._entries: dict[bytes, tuple[_T, bytes, int]] = {}
+        # First key -> (value, a text of that key, mask of its fixed digits, whether the
+        # value was made for that very text).
+        self._entries: dict[bytes, tuple[_T, bytes, int, bool]] = {}
+        # Second key -> (value, the text stored, its runs of digits outside literals by index).
+        self._by_runs: dict[bytes, tuple[_T, bytes, tuple[tuple[int, bytes], ...]]] = {}
         self._maxsize = maxsize
 
     def __len__(self) -> int:
@@ -98,28 +111,53 @@ class ShapeCache(Generic[_T]):
 
     def get(self, raw: bytes) -> tuple[_T, bool] | None:
         entry = self._entries.get(raw.translate(_ZEROS))
-        if entry is None:
+        if entry is not None:
+            value, reference, fixed, own = entry
+            if raw == reference:
+                return value, own
+            if fixed == 0 or (
+                fixed > 0
+                and not (int.from_bytes(raw, "big") ^ int.from_bytes(reference, "big")) & fixed
+            ):
+                return value, False
             return None
-        value, stored, fixed = entry
-        if raw == stored:
-            return value, True
-        if fixed == 0 or (
-            fixed > 0 and not (int.from_bytes(raw, "big") ^ int.from_bytes(stored, "big")) & fixed
-        ):
-            return value, False
-        return None
+        if not self._by_runs or len(raw) > MAX_SHAPED_TEXT:
+            return None
+        found = self._by_runs.get(_RUN.sub(b"0", raw))
+        if found is None:
+            return None
+        value, _, fixed_runs = found
+        if fixed_runs:
+            runs = _RUN.findall(raw)
+            if any(runs[index] != digits for index, digits in fixed_runs):
+                return None
+        mask = fixed_digits(raw)
+        if mask is not None:  # (always: the text reads as the stored one does)
+            self._store(raw.translate(_ZEROS), (value, raw, mask, False))
+        return value, False
 
     def put(self, raw: bytes, value: _T, shaped: bool) -> None:
         if len(raw) > MAX_SHAPED_TEXT:
             return
         fixed = fixed_digits(raw) if shaped else None
-        entries = self._entries
-        if len(entries) >= self._maxsize:
-            entries.clear()
-        entries[raw.translate(_ZEROS)] = (value, raw, _EXACT if fixed is None else fixed)
+        self._store(raw.translate(_ZEROS), (value, raw, _EXACT if fixed is None else fixed, True))
+        if fixed is not None:
+            last = len(raw) - 1
+            runs = tuple(
+                (index, run[0])
+                for index, run in enumerate(_RUN.finditer(raw))
+                if fixed >> (8 * (last - run.start())) & 0xFF
+            )
+            self._by_runs[_RUN.sub(b"0", raw)] = (value, raw, runs)
+
+    def _store(self, key: bytes, entry: tuple[_T, bytes, int, bool]) -> None:
+        if len(self._entries) >= self._maxsize:
+            self.clear()
+        self._entries[key] = entry
 
     def clear(self) -> None:
         self._entries.clear()
+        self._by_runs.clear()
 
 
 # Statement kinds whose effects depend on names and structure only, never on literal values.

@@ -3,6 +3,8 @@ their literals and nothing else; everything the scan cannot read exactly is exac
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,6 +31,15 @@ def _found(stored: str, other: str) -> bool:
         ("SELECT 1.5e3, .5, 7.", "SELECT 2.5e9, .1, 3."),
         ("SELECT 'it''s 1'", "SELECT 'it''s 2'"),
         ('SELECT "a b" FROM t WHERE x = 1', 'SELECT "a b" FROM t WHERE x = 2'),
+        # Runs of another length (pgbench's aid of 1 to 7 digits, a delta of 1 to 4):
+        ("SELECT 1", "SELECT 10"),
+        (
+            "UPDATE pgbench_accounts SET abalance = abalance + -4821 WHERE aid = 734512;",
+            "UPDATE pgbench_accounts SET abalance = abalance + -7 WHERE aid = 12;",
+        ),
+        ("SELECT * FROM t1 WHERE x = 1", "SELECT * FROM t1 WHERE x = 12345"),
+        ("SELECT $1 + 5 FROM t", "SELECT $1 + 500 FROM t"),
+        ("SELECT 1.5e3, '12'", "SELECT 10.25e13, '1'"),
     ],
 )
 def test_it_finds_texts_that_differ_in_literal_digits(stored: str, other: str) -> None:
@@ -51,8 +62,14 @@ def test_it_finds_texts_that_differ_in_literal_digits(stored: str, other: str) -
         ("SELECT B'1'", "SELECT B'0'"),
         ("SELECT 1e5x", "SELECT 2e5x"),  # not a lone number
         ("SELECT 1..5", "SELECT 2..5"),
-        ("SELECT 1", "SELECT 10"),  # different length: another key
         ("SELECT 1", "SELECT a"),
+        # Runs of another length outside literals:
+        ("SELECT * FROM t1 WHERE x = 1", "SELECT * FROM t12 WHERE x = 1"),
+        ("SELECT $1 FROM t", "SELECT $10 FROM t"),
+        ('SELECT * FROM "t 1"', 'SELECT * FROM "t 12"'),
+        ("SELECT x.1 FROM t", "SELECT x.10 FROM t"),
+        ("SELECT 1 -- 1", "SELECT 1 -- 12"),
+        ("SELECT 1", "SELECT 1 1"),  # another number of runs
     ],
 )
 def test_it_does_not_find_texts_that_differ_elsewhere(stored: str, other: str) -> None:
@@ -71,6 +88,24 @@ def test_it_says_when_the_text_found_is_another() -> None:
     cache.put(b"SELECT 1", "v", shaped=True)
     assert cache.get(b"SELECT 1") == ("v", True)
     assert cache.get(b"SELECT 2") == ("v", False)
+
+
+def test_a_text_of_another_length_is_never_taken_for_the_stored_one() -> None:
+    cache: ShapeCache[str] = ShapeCache(16)
+    cache.put(b"SELECT * FROM t WHERE id = 123", "v", shaped=True)
+    assert cache.get(b"SELECT * FROM t WHERE id = 4") == ("v", False)
+    # Found again by its own length's key, still as another text; the stored one still is.
+    assert cache.get(b"SELECT * FROM t WHERE id = 4") == ("v", False)
+    assert cache.get(b"SELECT * FROM t WHERE id = 5") == ("v", False)
+    assert cache.get(b"SELECT * FROM t WHERE id = 123") == ("v", True)
+
+
+def test_exact_texts_are_not_found_by_runs() -> None:
+    cache: ShapeCache[str] = ShapeCache(16)
+    cache.put(b"SELECT 1 -- x", "v", shaped=True)
+    cache.put(b"SELECT 2", "w", shaped=False)
+    assert cache.get(b"SELECT 10 -- x") is None
+    assert cache.get(b"SELECT 20") is None
 
 
 def test_it_refuses_to_locate_literals_it_cannot_read() -> None:
@@ -109,15 +144,19 @@ def _tokens(text: str) -> list[tuple[str, str]] | None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(_PIECES, max_size=14), st.lists(st.sampled_from("0123456789"), max_size=40))
-def test_a_hit_always_lexes_like_the_text_stored(pieces: list[str], digits: list[str]) -> None:
+@given(
+    st.lists(_PIECES, max_size=14),
+    st.lists(st.sampled_from(["0", "1", "7", "42", "365", "100000"]), max_size=8),
+)
+def test_a_hit_always_lexes_like_the_text_stored(pieces: list[str], runs: list[str]) -> None:
     stored = "".join(pieces)
-    # Another text: the same with some digits replaced (what a key can make equal).
-    chars = list(stored)
-    for i, digit in enumerate(digits):
-        positions = [p for p, c in enumerate(chars) if c.isdigit()]
+    # Another text: the same with some runs of digits replaced, by runs of any length (what
+    # either key can make equal).
+    parts = re.split(r"([0-9]+)", stored)
+    for i, run in enumerate(runs):
+        positions = range(1, len(parts), 2)
         if positions:
-            chars[positions[i % len(positions)]] = digit
-    other = "".join(chars)
+            parts[positions[i % len(positions)]] = run
+    other = "".join(parts)
     if _found(stored, other):
         assert _tokens(stored) == _tokens(other)
