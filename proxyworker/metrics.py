@@ -35,6 +35,27 @@ class BatchedCounter:
             self._target.inc(value)
 
 
+class BatchedGauge:
+    """A gauge the hot path moves up and down with plain arithmetic."""
+
+    __slots__ = ("_target", "delta")
+
+    def __init__(self, target: Gauge) -> None:
+        self._target, self.delta = target, 0.0
+        _BATCHED.append(self)
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.delta += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.delta -= amount
+
+    def flush(self) -> None:
+        if self.delta:
+            delta, self.delta = self.delta, 0.0
+            self._target.inc(delta)
+
+
 class BatchedHistogram:
     """A histogram the hot path fills with one bisect and two additions."""
 
@@ -65,7 +86,7 @@ class BatchedHistogram:
         self._target._sum.inc(total)
 
 
-_BATCHED: list[BatchedCounter | BatchedHistogram] = []
+_BATCHED: list[BatchedCounter | BatchedGauge | BatchedHistogram] = []
 
 
 def flush() -> None:
@@ -138,15 +159,26 @@ CONFIG_RELOADS = Counter("sqlproxy_config_reloads", "Configuration reloads", ["o
 @dataclass(frozen=True, slots=True)
 class PoolLabels:
     size: Gauge
-    idle: Gauge
+    idle: BatchedGauge  # moves with every transaction in transaction mode
     wait: Histogram
     errors: Counter
+
+
+_IDLE: dict[str, BatchedGauge] = {}
+
+
+def _idle_gauge(database: str) -> BatchedGauge:
+    """One per database: the pools of a reloaded configuration share their database's."""
+    batched = _IDLE.get(database)
+    if batched is None:
+        batched = _IDLE[database] = BatchedGauge(SERVER_IDLE.labels(database))
+    return batched
 
 
 def pool_labels(database: str) -> PoolLabels:
     return PoolLabels(
         SERVER_CONNECTIONS.labels(database),
-        SERVER_IDLE.labels(database),
+        _idle_gauge(database),
         POOL_WAIT.labels(database),
         SERVER_CONNECT_ERRORS.labels(database),
     )

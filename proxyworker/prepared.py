@@ -33,6 +33,10 @@ class PreparedStatements:
         self.pending: set[str] = set()
         """Server names whose Parse is on its way and not answered yet."""
 
+    def __len__(self) -> int:
+        """Named statements the client has."""
+        return len(self._statements)
+
     def server_names(self) -> list[str]:
         return [name for name, _ in self._statements.values()]
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from proxyworker.metrics import BatchedCounter, BatchedHistogram, flush
+from proxyworker.metrics import BatchedCounter, BatchedGauge, BatchedHistogram, flush
 
 VALUES = [0.0001, 0.0003, 0.0003, 0.004, 0.02, 0.6, 12.0, 99.0, 0.005]
 
@@ -46,3 +46,19 @@ def test_it_batches_a_counter_and_flushes_only_what_was_added() -> None:
     counter.inc()
     flush()
     assert "bytes_total 16.0" in generate_latest(registry).decode()
+
+
+def test_it_batches_a_gauge_both_ways() -> None:
+    registry = CollectorRegistry()
+    gauge = BatchedGauge(Gauge("idle", "i", registry=registry))
+    gauge.inc()
+    gauge.inc()
+    gauge.dec()
+    flush()
+    assert "idle 1.0" in generate_latest(registry).decode()
+    gauge.dec()
+    gauge.inc()  # back where it was: nothing to hand over
+    flush()
+    gauge.dec()
+    flush()
+    assert "idle 0.0" in generate_latest(registry).decode()

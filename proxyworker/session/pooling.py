@@ -148,16 +148,18 @@ class Pooling(SessionState):
 
     def _rename(
         self, kind: int, view: memoryview, server: ServerConnection, statements: PreparedStatements
-    ) -> Renamed:
+    ) -> Renamed | None:
+        """The message with the client's statement names made server-side ones; None when
+        nothing in it is renamed (unnamed statements, Execute, a client with none named)."""
         body = view[5:]
         if kind == m.PARSE:
-            return statements.parse(body)
+            return statements.parse(body) if view[5] else None
+        if not statements or kind == m.EXECUTE:
+            return None
         if kind == m.BIND:
             renamed = statements.bind(body, server.prepared)
-        elif kind == m.DESCRIBE or kind == m.CLOSE:
+        else:  # Describe or Close
             renamed = statements.describe_or_close(kind, body, server.prepared)
-        else:
-            return Renamed(None)
         if renamed.replay:
             # Answered before the message itself: swallowed, the client never sent it.
             self.tracker.expect(Request.PARSE, Action.SWALLOW, renamed.server_name)

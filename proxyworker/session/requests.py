@@ -179,7 +179,7 @@ class Requests(Responses):
                 renamed = None
                 if statements is not None:
                     renamed = self._rename(kind, view, server, statements)
-                    if renamed.message is not None:
+                    if renamed is not None and renamed.message is not None:
                         replacement = renamed.replay + renamed.message
                 request = _EXTENDED[kind]
                 if request is Request.DESCRIBE_STATEMENT and view[5] == ord("P"):
