@@ -50,6 +50,33 @@ class Framer:
         """Bytes of an incomplete message held back."""
         return len(self._buf)
 
+    def whole(self, data: bytes) -> tuple[bytearray, list[int]] | None:
+        """The kinds and start offsets of the messages in ``data`` when it is made of whole
+        messages and nothing is held back; otherwise None, and nothing changes (``feed`` then
+        does the work, and reports what is malformed). Builds no views: for a chunk that is
+        relayed as it came."""
+        if self._buf or self._skip:
+            return None
+        kinds = bytearray()
+        starts: list[int] = []
+        unpack = _LEN.unpack_from
+        limit = self._max
+        pos = 0
+        n = len(data)
+        while pos < n:
+            if n - pos < 5:
+                return None
+            length = unpack(data, pos + 1)[0]
+            if length < 4 or length > limit:
+                return None
+            kinds.append(data[pos])
+            starts.append(pos)
+            pos += 1 + length
+        if pos != n:
+            return None
+        self.aligned = True
+        return kinds, starts
+
     def feed(self, data: bytes) -> list[tuple[int, memoryview]]:
         out: list[tuple[int, memoryview]] = []
         view = memoryview(data)

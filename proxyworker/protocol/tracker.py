@@ -68,6 +68,15 @@ class Expectation:
     """Caller's data, e.g. the server-side name a Parse creates."""
 
 
+def _forwarded_terminal(expectation: Expectation) -> frozenset[int] | None:
+    """What ends the answer to a request forwarded as is; None for any other request."""
+    if expectation.action is not Action.FORWARD or (
+        expectation.tag is not None and expectation.request is Request.EXECUTE
+    ):
+        return None
+    return _TERMINAL[expectation.request]
+
+
 class ResponseTracker:
     __slots__ = ("_queue", "_skipping", "dropped")
 
@@ -110,6 +119,26 @@ class ResponseTracker:
             queue.popleft()
             return head, True
         return head, False
+
+    def route_forwarded(self, kinds: bytes | bytearray) -> list[tuple[int, Expectation]] | None:
+        """``route`` for a run of messages none of which is asynchronous or an error, when
+        each answers a request forwarded as is (FORWARD, no tag on an Execute): the requests
+        they end, each with the index of the message that ends it. None, with nothing
+        routed, when one does not (or answers no request): route them one by one."""
+        queue = self._queue
+        ended: list[tuple[int, Expectation]] = []
+        terminal = _forwarded_terminal(queue[0]) if queue else None
+        for index, kind in enumerate(kinds):
+            if terminal is None:
+                return None
+            if kind in terminal:
+                ended.append((index, queue[len(ended)]))
+                terminal = (
+                    _forwarded_terminal(queue[len(ended)]) if len(ended) < len(queue) else None
+                )
+        for _ in ended:
+            queue.popleft()
+        return ended
 
     def skip_unit(self) -> list[Expectation]:
         """After an ErrorResponse the server skips to the Sync: drop what it will not answer."""

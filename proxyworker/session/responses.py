@@ -43,6 +43,23 @@ _CARRIERS = frozenset(
 
 
 _ROWS_MARK = b"C" + ROWS_SQLSTATE.encode() + b"\x00"
+# Message kinds the server sends in answer to a request that the relay passes on untouched
+# when the request was forwarded as is (``Responses._relayed_as_is``).
+_ORDINARY = bytes(
+    [
+        m.ROW_DESCRIPTION,
+        m.DATA_ROW,
+        m.COMMAND_COMPLETE,
+        m.READY_FOR_QUERY,
+        m.PARSE_COMPLETE,
+        m.BIND_COMPLETE,
+        m.CLOSE_COMPLETE,
+        m.NO_DATA,
+        m.PARAMETER_DESCRIPTION,
+        m.PORTAL_SUSPENDED,
+        m.EMPTY_QUERY,
+    ]
+)
 
 
 def _client_error(view: memoryview, dry_tags: list[bytes]) -> tuple[memoryview, bool]:
@@ -88,6 +105,15 @@ class Responses(Guarded):
     """The relay from the server to the client."""
 
     def server_data(self, conn: ServerConnection, data: bytes) -> None:
+        if (
+            not self._tokens
+            and self._held is None
+            and not self._poisoned
+            and not self.modes.active
+            and (scanned := conn.framer.whole(data)) is not None
+            and self._relayed_as_is(conn, data, *scanned)
+        ):
+            return
         try:
             msgs = conn.framer.feed(data)
         except m.MalformedMessage as exc:
@@ -201,6 +227,40 @@ class Responses(Guarded):
         metrics.BYTES_TO_CLIENTS.inc(len(data))
         if not self._started:
             self._request_cycle_done(conn)
+
+    def _relayed_as_is(
+        self, conn: ServerConnection, data: bytes, kinds: bytearray, starts: list[int]
+    ) -> bool:
+        """The common chunk, at the cost of one pass over its lengths: whole messages of
+        ordinary kinds (no error, notice, notification, parameter or COPY message), each
+        answering a request forwarded as is, and no command tag wanted by the audit. It goes
+        to the client as it came, with the same bookkeeping as in ``server_data``. False,
+        with nothing done, for any other chunk."""
+        if kinds.translate(None, _ORDINARY):
+            return False
+        pending = self._audit_pending
+        if (
+            pending
+            and m.COMMAND_COMPLETE in kinds
+            and any(slot is not None and slot[1] for slot in pending)
+        ):
+            return False
+        ended = self.tracker.route_forwarded(kinds)
+        if ended is None:
+            return False
+        self._carry = False
+        if ended:
+            view = memoryview(data)
+            for index, expectation in ended:
+                start = starts[index]
+                self._note_end(conn, kinds[index], view[start:], expectation, True)
+        transport = self.transport
+        assert transport is not None
+        transport.write(data)
+        metrics.BYTES_TO_CLIENTS.inc(len(data))
+        if not self._started:
+            self._request_cycle_done(conn)
+        return True
 
     def _note_end(
         self,

@@ -67,3 +67,44 @@ def test_it_rejects_impossible_lengths(length: int) -> None:
     framer = Framer(1 << 20)
     with pytest.raises(m.MalformedMessage, match=f"declares {length} bytes"):
         framer.feed(b"Q" + struct.pack("!i", length) + b"...")
+
+
+def test_whole_gives_the_kinds_and_starts_of_a_chunk_of_whole_messages() -> None:
+    framer = Framer(1 << 20)
+    found = framer.whole(STREAM)
+    assert found is not None
+    kinds, starts = found
+    assert bytes(kinds) == b"TDCZ"
+    assert [STREAM[s] for s in starts] == list(b"TDCZ")
+    assert [chr(k) for k, _ in Framer(1 << 20).feed(STREAM)] == list("TDCZ")
+    assert framer.aligned and framer.pending == 0
+
+
+@settings(max_examples=200)
+@given(st.integers(min_value=1, max_value=len(STREAM) - 1))
+def test_whole_leaves_any_other_chunk_to_feed(cut: int) -> None:
+    framer = Framer(1 << 20)
+    boundaries = set(Framer(1 << 20).whole(STREAM)[1])  # type: ignore[index]
+    head = framer.whole(STREAM[:cut])
+    if cut in boundaries:
+        assert head is not None  # whole messages up to the cut
+    else:
+        assert head is None and framer.pending == 0  # nothing consumed: feed takes it all
+        assert (
+            b"".join(bytes(v) for _, v in framer.feed(STREAM[:cut]))
+            == STREAM[:cut][: max(b for b in boundaries if b < cut)]
+        )
+    # Something held back by feed: whole declines until it is complete.
+    framer = Framer(1 << 20)
+    framer.feed(STREAM[:3])
+    assert framer.whole(STREAM[3:]) is None
+    assert b"".join(bytes(v) for _, v in framer.feed(STREAM[3:])) == STREAM
+
+
+@pytest.mark.parametrize("length", [0, 3, -1, 2_000_000])
+def test_whole_declines_impossible_lengths_so_feed_reports_them(length: int) -> None:
+    framer = Framer(1 << 20)
+    bad = b"Q" + struct.pack("!i", length) + b"..."
+    assert framer.whole(bad) is None
+    with pytest.raises(m.MalformedMessage):
+        framer.feed(bad)

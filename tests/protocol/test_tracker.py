@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from proxyworker.protocol import messages as m
 from proxyworker.protocol.tracker import (
     Action,
@@ -131,3 +134,54 @@ def test_an_error_before_the_sync_was_sent_drops_what_the_client_pipelines_after
     assert len(t) == 0
     t.expect(Request.QUERY)  # after the Sync, requests are answered again
     assert routes(t, "CZ") == [("QUERY", False), ("QUERY", True)]
+
+
+_REQUESTS = st.sampled_from(list(Request))
+_KINDS = st.sampled_from(list("123CDITZnst"))
+_ACTIONS = st.sampled_from([Action.FORWARD] * 4 + list(Action))  # mostly forwarded as is
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.tuples(_REQUESTS, _ACTIONS, st.booleans()), max_size=6),
+    st.lists(_KINDS, max_size=10),
+)
+def test_route_forwarded_routes_as_route_does_or_not_at_all(
+    requests: list[tuple[Request, Action, bool]], kinds: list[str]
+) -> None:
+    batch, single = ResponseTracker(), ResponseTracker()
+    for request, action, tagged in requests:
+        for t in (batch, single):
+            t.expect(request, action, "tag" if tagged else None)
+    ended = batch.route_forwarded(bytes(ord(k) for k in kinds))
+    if ended is None:
+        assert len(batch) == len(requests)  # nothing routed
+        return
+    expected = []
+    for index, k in enumerate(kinds):
+        expectation, ends = single.route(ord(k))
+        assert expectation is not None and expectation.action is Action.FORWARD
+        assert not (expectation.request is Request.EXECUTE and expectation.tag is not None)
+        if ends:
+            expected.append((index, expectation))
+    assert ended == expected
+    assert len(batch) == len(single)
+
+
+def test_route_forwarded_takes_an_extended_batch_at_once() -> None:
+    t = ResponseTracker()
+    for r in (Request.PARSE, Request.BIND, Request.DESCRIBE_PORTAL, Request.EXECUTE, Request.SYNC):
+        t.expect(r)
+    ended = t.route_forwarded(b"12TDDCZ")
+    assert ended is not None
+    assert [(i, e.request) for i, e in ended] == [
+        (0, Request.PARSE),
+        (1, Request.BIND),
+        (2, Request.DESCRIBE_PORTAL),
+        (5, Request.EXECUTE),
+        (6, Request.SYNC),
+    ]
+    assert len(t) == 0
+    t.expect(Request.QUERY, Action.CHECK_QUERY)
+    assert t.route_forwarded(b"CZ") is None and len(t) == 1  # not forwarded as is
+    assert ResponseTracker().route_forwarded(b"Z") is None  # nothing asked for it
