@@ -118,12 +118,24 @@ class Guarded(Pooling):
             decision = verdict.decision
             if (
                 type(decision) is not Allow
-                or decision.verify
                 or decision.alerts
                 or self.worker.config.audit.sample_allowed
+                or (decision.verify and not self._unrefusable(verdict, protocol))
             ):
                 self._record(verdict, protocol)  # (else nothing to audit: _record's early exit)
         return verdict
+
+    def _unrefusable(self, verdict: Verdict, protocol: Literal["simple", "extended"]) -> bool:
+        """A Query proven bounded (the static path) gets no check of its own, and nothing
+        else in its request can fail with the guard's error: no server-side refusal can
+        turn it into a denial, so the event kept for that case (``_record``) is not needed.
+        (In the extended protocol a later statement's check at the same Sync can.)"""
+        return (
+            protocol == "simple"
+            and verdict.path == "static"
+            and not self._tokens
+            and not self.modes.active
+        )
 
     def _record(self, verdict: Verdict, protocol: Literal["simple", "extended"]) -> None:
         """Queue the audit event of a decision; it is emitted when its request completes."""

@@ -185,14 +185,28 @@ def _refusal() -> bytes:
     return m.error_response(GUARD_SQLSTATE, "sqlproxy: statement refused by table_limits")
 
 
+_STATIC_WRITE = "UPDATE accounts SET aid = aid WHERE aid = 7"  # static: nothing to verify
+
+
 def test_an_unsampled_request_still_reports_a_refusal() -> None:
     session, server, events = _session()
-    write = m.query("UPDATE accounts SET aid = aid WHERE aid = 7")  # static: nothing to verify
+    # Extended protocol: another statement's check at the same Sync could refuse this one.
+    write = (
+        m.parse("", _STATIC_WRITE)
+        + m.message(m.BIND, b"\x00\x00\x00\x00\x00\x00\x00\x00")
+        + m.message(m.EXECUTE, b"\x00" + m.i32(0))
+        + m.message(m.SYNC)
+    )
     session.data_received(write)
     assert _sent(server) == write
     assert session._audit_pending[-1] is not None
     assert session._audit_pending[-1][1] is False  # unsampled: tags and rows not needed
-    session.server_data(server, m.message(m.COMMAND_COMPLETE, b"UPDATE 1\x00"))
+    session.server_data(
+        server,
+        m.message(m.PARSE_COMPLETE)
+        + m.message(m.BIND_COMPLETE)
+        + m.message(m.COMMAND_COMPLETE, b"UPDATE 1\x00"),
+    )
     session.server_data(server, m.ready_for_query(b"I"))
     assert events == [] and session._last_tag == b"" and session._tag_rows == 0
     session.data_received(write)
@@ -206,9 +220,25 @@ def test_an_unsampled_request_still_reports_a_refusal() -> None:
     assert len(events) == 1 and session._guard_refusal is None
 
 
+def test_a_static_query_keeps_no_event_nothing_can_refuse_it() -> None:
+    session, server, events = _session()
+    session.data_received(m.query(_STATIC_WRITE))
+    assert _sent(server) == m.query(_STATIC_WRITE)  # no check sent with it
+    assert session._audit_pending[-1] is None
+    session.server_data(
+        server, m.message(m.COMMAND_COMPLETE, b"UPDATE 1\x00") + m.ready_for_query(b"I")
+    )
+    assert events == [] and not session._audit_pending
+    # Not when it is sampled, or with honeytoken values (the value check can end its block).
+    for extra in ("\n[audit]\nsample_allowed = 1.0\n", '\n[honeytokens]\nvalues = ["canary-1"]\n'):
+        session, server, events = _session(_CONFIG + extra)
+        session.data_received(m.query(_STATIC_WRITE))
+        assert session._audit_pending[-1] is not None
+
+
 def test_sampled_requests_keep_their_tags_and_rows() -> None:
     session, server, events = _session(_CONFIG + "\n[audit]\nsample_allowed = 1.0\n")
-    session.data_received(m.query("UPDATE accounts SET aid = aid WHERE aid = 7"))
+    session.data_received(m.query(_STATIC_WRITE))
     assert session._audit_pending[-1] is not None and session._audit_pending[-1][1]
     session.server_data(
         server, m.message(m.COMMAND_COMPLETE, b"UPDATE 1\x00") + m.ready_for_query(b"I")
