@@ -47,7 +47,7 @@ test-slow: install services
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
 bench: install services
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py --guard both --floor
 
 conformance: install services
 	scripts/conformance.sh

@@ -27,6 +27,7 @@ import decide
 from proxyworker import metrics
 from proxyworker.config.loader import loads
 from proxyworker.guard.gate import Gate
+from proxyworker.prepared import PreparedStatements
 from proxyworker.protocol import messages as m
 from proxyworker.server import Worker
 from proxyworker.session import ClientSession, Phase
@@ -44,7 +45,7 @@ password = "bench-secret"
 [[databases]]
 name = "bench"
 upstream = "postgresql://bench:pw@127.0.0.1:5432/bench?sslmode=disable"
-pool_mode = "session"
+pool_mode = "{mode}"
 """
 _GUARD = "\n[signatures]\nenabled = true\n\n[table_limits]\npgbench_accounts = 100\n"
 _NO_GUARD = "\n[signatures]\nenabled = false\n"
@@ -70,8 +71,8 @@ class _Transport:
     def resume_reading(self) -> None: ...
 
 
-def _session(guard: bool) -> tuple[ClientSession, ServerConnection]:
-    worker = Worker(loads(_CONFIG + (_GUARD if guard else _NO_GUARD)))
+def _session(guard: bool, mode: str) -> tuple[ClientSession, ServerConnection]:
+    worker = Worker(loads(_CONFIG.format(mode=mode) + (_GUARD if guard else _NO_GUARD)))
     session = ClientSession(worker)
     session.transport = _Transport()  # type: ignore[assignment]
     session.phase = Phase.READY
@@ -83,9 +84,17 @@ def _session(guard: bool) -> tuple[ClientSession, ServerConnection]:
     gate = Gate(policy, "bench", "bench", sticky=pool.limited, catalog=pool.catalog.current)
     if gate.active:
         session.gate = gate
-    server = ServerConnection(pool.db.upstream, ())
+    server = ServerConnection(pool.db.upstream, session.pool_key)
     server.transport = _Transport()  # type: ignore[assignment]
-    session._link(server)
+    if mode == "transaction":
+        # As the handshake leaves it: the server pooled, taken again by each transaction.
+        session.transaction_pooling = True
+        session.settings = dict(server.params)
+        session._statements = PreparedStatements(1)
+        pool.size = 1
+        pool.release(server)
+    else:
+        session._link(server)
     return session, server
 
 
@@ -151,8 +160,8 @@ WORKLOADS: dict[str, Callable[[random.Random], list[tuple[bytes, bytes]]]] = {
 }
 
 
-def run(guard: bool, transactions: list[list[tuple[bytes, bytes]]]) -> float:
-    session, server = _session(guard)
+def run(guard: bool, mode: str, transactions: list[list[tuple[bytes, bytes]]]) -> float:
+    session, server = _session(guard, mode)
     client_data, server_data = session.data_received, session.server_data
     for request, answer in transactions[0]:
         client_data(request)
@@ -172,6 +181,7 @@ def main() -> None:
     parser.add_argument("--profile", choices=("off", "on"), help="cProfile with the guard so")
     parser.add_argument("--guard", choices=("off", "on"), help="time only with the guard so")
     parser.add_argument("--workload", help="only the workloads whose name contains this")
+    parser.add_argument("--pool-mode", choices=("session", "transaction"), default="session")
     args = parser.parse_args()
     rng = random.Random(1)
     print(f"{'workload':24} {'guard off µs/tx':>16} {'guard on µs/tx':>15}")
@@ -181,14 +191,16 @@ def main() -> None:
         transactions = [make(rng) for _ in range(args.count)]
         if args.profile:
             profiler = cProfile.Profile()
-            profiler.runcall(run, args.profile == "on", transactions)
+            profiler.runcall(run, args.profile == "on", args.pool_mode, transactions)
             print(name)
             pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
             continue
         times = {}
         for guard in ("off", "on"):
             if args.guard in (None, guard):
-                best = min(run(guard == "on", transactions) for _ in range(args.repeat))
+                best = min(
+                    run(guard == "on", args.pool_mode, transactions) for _ in range(args.repeat)
+                )
                 times[guard] = f"{best / args.count * 1e6:.2f}"
         print(f"{name:24} {times.get('off', '-'):>16} {times.get('on', '-'):>15}")
 

@@ -51,6 +51,10 @@ from services import (
 
 TPS_TARGET = 0.90
 """The worker's TPS at least this fraction of PgBouncer's, per workload and pool mode."""
+GUARD_TARGET = 0.97
+"""The guard's target: TPS with the guard on / TPS with it off."""
+GUARDED = "guarded worker"
+"""The second worker of ``--guard both``: the guard on."""
 ADDED_P50_TARGET_MS = 0.06
 """p50 latency the worker may add over a direct connection at 1 client."""
 
@@ -87,10 +91,17 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     add("--worker-processes", type=int, default=1, help="run the worker with --workers N")
     add(
         "--guard",
-        choices=("off", "on"),
+        choices=("off", "on", "both"),
         default="off",
         help="off: the relay alone (compare with PgBouncer); on: default signatures and a "
-        "row limit on pgbench_accounts (compare with off for the guard's cost)",
+        "row limit on pgbench_accounts; both: a second worker with the guard on, interleaved "
+        "with the others, and a table of guard on / off",
+    )
+    add(
+        "--floor",
+        action="store_true",
+        help="also run bench/floor.py (a uvloop relay that only forwards bytes) in session "
+        "mode: what any Python relay costs",
     )
     add("--modes", default="session,transaction", help="pool modes to compare (default both)")
     add(
@@ -168,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
 def _setup(args: argparse.Namespace, tools: dict[str, str], services: Services) -> list[Target]:
     direct = prepare_database(tools["psql"], tools["pgbench"], args.pg_port, args.scale)
     limit, used = server_connection_budget(tools["psql"], direct)
-    needed = args.clients * (1 + 2 * len(args.modes))
+    workers = {"worker": args.guard == "on"}
+    if args.guard == "both":
+        workers[GUARDED] = True
+    needed = args.clients * (1 + (1 + len(workers)) * len(args.modes))
     if used + needed > limit:
         print(
             f"warning: up to {needed} more server connections needed, "
@@ -176,16 +190,23 @@ def _setup(args: argparse.Namespace, tools: dict[str, str], services: Services) 
             file=sys.stderr,
         )
     bouncer_port = services.start_pgbouncer(tools["pgbouncer"], args.pg_port, args.clients)
-    worker_port = services.start_worker(
-        args.clients, args.pg_port, args.worker_processes, args.guard == "on"
-    )
+    ports = {"pgbouncer": bouncer_port}
+    for name, guard in workers.items():
+        ports[name] = services.start_worker(
+            args.clients, args.pg_port, args.worker_processes, guard, name
+        )
     targets = [Target("direct", direct, "direct")]
     for mode in args.modes:
         db = SESSION_DB if mode == "session" else TRANSACTION_DB
-        for name, port in (("pgbouncer", bouncer_port), ("worker", worker_port)):
+        for name, port in ports.items():
             endpoint = Endpoint(f"{name} ({mode})", port, CLIENT_USER, CLIENT_PASSWORD, db)
             services.wait_ready(name, endpoint)
             targets.append(Target(name, endpoint, mode))
+    if args.floor and "session" in args.modes:
+        port = services.start_floor(args.pg_port)
+        endpoint = dataclasses.replace(direct, name="floor relay (session)", port=port)
+        services.wait_ready("floor", endpoint)
+        targets.append(Target("floor", endpoint, "session"))
     return targets
 
 
@@ -242,7 +263,7 @@ def _bench(
     header.append(
         f"pgbench -c {args.clients} -j {args.threads} -T {args.duration}, scale {args.scale}, "
         f"{args.rounds} interleaved round(s); worker --workers {args.worker_processes} "
-        "(default policy); "
+        f"(guard {args.guard}); "
         "sslmode=disable everywhere, SCRAM client auth on both proxies, pool_size = clients"
     )
     runs_per_round = len(args.workloads) * len(targets)
@@ -286,6 +307,12 @@ def _bench(
     print(_latency_table(latency, args.latency_duration))
     print()
     print(_cpu_table(args, tps))
+    if args.guard == "both":
+        print()
+        print(_guard_table(args, tps))
+    if args.floor:
+        print()
+        print(_floor_table(args, tps))
     print()
     print(_rounds_detail(tps, latency))
     print(f"\nwhere the worker's time goes:\n  {hotspots.INSTALL_HINT}")
@@ -420,6 +447,66 @@ def _cpu_table(args: argparse.Namespace, tps: dict[tuple[str, str, str], list[Ru
             cells = [f"{v:.1f}" for v in bouncer[:2]] if bouncer else ["n/a"] * 2
             cells += [f"{v:.1f}" for v in worker] if worker else ["n/a"] * 3
             lines.append(f"| {workload.name} | {mode} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def _guard_table(args: argparse.Namespace, tps: dict[tuple[str, str, str], list[Run]]) -> str:
+    """The guard's cost: the same worker with and without it, in the same rounds."""
+    lines = [
+        f"The guard's cost: worker with the guard on / off (median of {args.rounds} round(s); "
+        "CPU: user + system us per transaction)",
+        "",
+        "| workload | pool mode | guard off TPS | guard on TPS | on / off | CPU off | CPU on "
+        "| target >= 0.97x |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+
+    def cpu(runs: list[Run]) -> str:
+        found = [sum(r.cpu_us_per_tx) for r in runs if r.cpu_us_per_tx is not None]
+        return f"{statistics.median(found):.1f}" if found else "n/a"
+
+    for workload in args.workloads:
+        for mode in args.modes:
+            off_runs = tps.get((workload.name, "worker", mode), [])
+            on_runs = tps.get((workload.name, GUARDED, mode), [])
+            off, on = _median_tps(off_runs), _median_tps(on_runs)
+            ratio = on / off if on and off else None
+            verdict = "n/a" if ratio is None else ("pass" if ratio >= GUARD_TARGET else "FAIL")
+            lines.append(
+                f"| {workload.name} | {mode} | {f'{off:,.0f}' if off else 'error'} "
+                f"| {f'{on:,.0f}' if on else 'error'} "
+                f"| {f'{ratio:.2f}x' if ratio else 'n/a'} | {cpu(off_runs)} | {cpu(on_runs)} "
+                f"| {verdict} |"
+            )
+    return "\n".join(lines)
+
+
+def _floor_table(args: argparse.Namespace, tps: dict[tuple[str, str, str], list[Run]]) -> str:
+    """The worker and PgBouncer against the floor (``floor.py``), session mode."""
+    lines = [
+        f"The floor: a uvloop relay that only forwards bytes (median of {args.rounds} round(s), "
+        "session mode; CPU: user + system us per transaction)",
+        "",
+        "| workload | PgBouncer TPS | floor TPS | floor / PgBouncer | worker / floor "
+        "| floor CPU | floor user |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for workload in args.workloads:
+        bouncer = _median_tps(tps.get((workload.name, "pgbouncer", "session"), []))
+        worker = _median_tps(tps.get((workload.name, "worker", "session"), []))
+        runs = tps.get((workload.name, "floor", "session"), [])
+        floor = _median_tps(runs)
+        costs = [r.cpu_us_per_tx for r in runs if r.cpu_us_per_tx is not None]
+        user = statistics.median(c[0] for c in costs) if costs else None
+        total = statistics.median(sum(c) for c in costs) if costs else None
+        lines.append(
+            f"| {workload.name} | {f'{bouncer:,.0f}' if bouncer else 'error'} "
+            f"| {f'{floor:,.0f}' if floor else 'error'} "
+            f"| {f'{floor / bouncer:.2f}x' if floor and bouncer else 'n/a'} "
+            f"| {f'{worker / floor:.2f}x' if worker and floor else 'n/a'} "
+            f"| {f'{total:.1f}' if total is not None else 'n/a'} "
+            f"| {f'{user:.1f}' if user is not None else 'n/a'} |"
+        )
     return "\n".join(lines)
 
 

@@ -261,10 +261,12 @@ stats_period = 3600
         self._start("pgbouncer", [pgbouncer, *as_user, str(ini)])
         return port
 
-    def start_worker(self, pool_size: int, pg_port: int, processes: int, guard: bool) -> int:
-        """The worker; with ``guard`` it runs the default signatures and a row limit on
+    def start_worker(
+        self, pool_size: int, pg_port: int, processes: int, guard: bool, name: str = "worker"
+    ) -> int:
+        """A worker; with ``guard`` it runs the default signatures and a row limit on
         pgbench_accounts (every statement analysed; TPC-B's writes proven bounded), without
-        it the relay alone."""
+        it the relay alone. ``name`` tells two workers apart (their logs and CPU time)."""
         policy = (
             "[signatures]\nenabled = true\n\n[table_limits]\npgbench_accounts = 100\n"
             if guard
@@ -276,7 +278,7 @@ stats_period = 3600
             "?sslmode=disable"
         )
         config = self._write(
-            "sqlproxy.toml",
+            f"{name}.toml",
             f"""\
 [listen]
 host = "{HOST}"
@@ -312,7 +314,16 @@ pool_size = {pool_size}
         argv = [sys.executable, "-m", "proxyworker", "--config", str(config)]
         argv += ["--workers", str(processes)]
         env["PYTHONPATH"] = str(ROOT)
-        self.worker_pid = self._start("worker", argv, env)
+        pid = self._start(name, argv, env)
+        if name == "worker":
+            self.worker_pid = pid
+        return port
+
+    def start_floor(self, pg_port: int) -> int:
+        """``floor.py``: a relay that only forwards bytes (what Python and uvloop cost)."""
+        port = free_port()
+        argv = [sys.executable, str(ROOT / "bench" / "floor.py"), str(port), str(pg_port)]
+        self._start("floor", argv)
         return port
 
     def wait_ready(self, name: str, endpoint: Endpoint, timeout: float = 20.0) -> None:
