@@ -60,12 +60,17 @@ class ProtocolDesync(Exception):
     """The server answered something no request asked for."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Expectation:
     request: Request
     action: Action = Action.FORWARD
     tag: object = None
     """Caller's data, e.g. the server-side name a Parse creates."""
+
+
+# The expectation of a request forwarded as is, one per kind of request: most requests are,
+# and sharing them spares an object per message.
+_FORWARDED: dict[Request, Expectation] = {r: Expectation(r) for r in Request}
 
 
 def _forwarded_terminal(expectation: Expectation) -> frozenset[int] | None:
@@ -91,12 +96,17 @@ class ResponseTracker:
         return len(self._queue)
 
     def expect(self, request: Request, action: Action = Action.FORWARD, tag: object = None) -> None:
+        expectation = (
+            _FORWARDED[request]
+            if action is Action.FORWARD and tag is None
+            else Expectation(request, action, tag)
+        )
         if self._skipping:
             if request not in _UNIT_END:
-                self.dropped.append(Expectation(request, action, tag))
+                self.dropped.append(expectation)
                 return
             self._skipping = False
-        self._queue.append(Expectation(request, action, tag))
+        self._queue.append(expectation)
 
     def units_in_flight(self) -> int:
         """Requests ending with ReadyForQuery that have not been answered yet."""
@@ -126,17 +136,18 @@ class ResponseTracker:
         they end, each with the index of the message that ends it. None, with nothing
         routed, when one does not (or answers no request): route them one by one."""
         queue = self._queue
+        depth = len(queue)
         ended: list[tuple[int, Expectation]] = []
-        terminal = _forwarded_terminal(queue[0]) if queue else None
+        at = 0  # the request the next message answers
+        terminal = _forwarded_terminal(queue[0]) if depth else None
         for index, kind in enumerate(kinds):
             if terminal is None:
                 return None
             if kind in terminal:
-                ended.append((index, queue[len(ended)]))
-                terminal = (
-                    _forwarded_terminal(queue[len(ended)]) if len(ended) < len(queue) else None
-                )
-        for _ in ended:
+                ended.append((index, queue[at]))
+                at += 1
+                terminal = _forwarded_terminal(queue[at]) if at < depth else None
+        for _ in range(at):
             queue.popleft()
         return ended
 

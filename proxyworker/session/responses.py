@@ -249,11 +249,13 @@ class Responses(Guarded):
         if ended is None:
             return False
         self._carry = False
-        if ended:
-            view = memoryview(data)
-            for index, expectation in ended:
+        for index, expectation in ended:
+            kind = kinds[index]
+            # (_note_end has nothing to do for the others: no error, no Parse of a renamed
+            # statement)
+            if kind == m.READY_FOR_QUERY or expectation.tag is not None:
                 start = starts[index]
-                self._note_end(conn, kinds[index], view[start:], expectation, True)
+                self._note_end(conn, kind, memoryview(data)[start:], expectation, True)
         transport = self.transport
         assert transport is not None
         transport.write(data)
