@@ -25,3 +25,6 @@ DATABASES = {
     }
 }
 LOGGING = {"version": 1, "disable_existing_loggers": False}
+# Test-only management commands (a flush that survives a deadlock with the background writers
+# of the end-to-end tests).
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.controlplane.testapp"]  # noqa: F405
