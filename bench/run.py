@@ -423,6 +423,17 @@ def _latency_table(latency: dict[str, list[list[int]]], seconds: int) -> str:
     return "\n".join(lines)
 
 
+def _median_cpu(runs: list[Run]) -> tuple[float, float, float] | None:
+    """A proxy's CPU µs per transaction over the rounds: (user + system, user, system), each
+    part the median of its own."""
+    found = [r.cpu_us_per_tx for r in runs if r.cpu_us_per_tx is not None]
+    if not found:
+        return None
+    user = statistics.median(c[0] for c in found)
+    system = statistics.median(c[1] for c in found)
+    return user + system, user, system
+
+
 def _cpu_table(args: argparse.Namespace, tps: dict[tuple[str, str, str], list[Run]]) -> str:
     lines = [
         "Proxy CPU per transaction, user + system us (median over rounds; all proxy processes)",
@@ -433,13 +444,7 @@ def _cpu_table(args: argparse.Namespace, tps: dict[tuple[str, str, str], list[Ru
     ]
 
     def cpu(workload: Workload, name: str, mode: str) -> tuple[float, float, float] | None:
-        costs = [r.cpu_us_per_tx for r in tps.get((workload.name, name, mode), [])]
-        found = [c for c in costs if c is not None]
-        if not found:
-            return None
-        user = statistics.median(c[0] for c in found)
-        system = statistics.median(c[1] for c in found)
-        return user + system, user, system
+        return _median_cpu(tps.get((workload.name, name, mode), []))
 
     for workload in args.workloads:
         for mode in args.modes:
@@ -462,8 +467,8 @@ def _guard_table(args: argparse.Namespace, tps: dict[tuple[str, str, str], list[
     ]
 
     def cpu(runs: list[Run]) -> str:
-        found = [sum(r.cpu_us_per_tx) for r in runs if r.cpu_us_per_tx is not None]
-        return f"{statistics.median(found):.1f}" if found else "n/a"
+        found = _median_cpu(runs)
+        return f"{found[0]:.1f}" if found else "n/a"
 
     for workload in args.workloads:
         for mode in args.modes:
@@ -496,16 +501,13 @@ def _floor_table(args: argparse.Namespace, tps: dict[tuple[str, str, str], list[
         worker = _median_tps(tps.get((workload.name, "worker", "session"), []))
         runs = tps.get((workload.name, "floor", "session"), [])
         floor = _median_tps(runs)
-        costs = [r.cpu_us_per_tx for r in runs if r.cpu_us_per_tx is not None]
-        user = statistics.median(c[0] for c in costs) if costs else None
-        total = statistics.median(sum(c) for c in costs) if costs else None
+        cpu = _median_cpu(runs)
         lines.append(
             f"| {workload.name} | {f'{bouncer:,.0f}' if bouncer else 'error'} "
             f"| {f'{floor:,.0f}' if floor else 'error'} "
             f"| {f'{floor / bouncer:.2f}x' if floor and bouncer else 'n/a'} "
             f"| {f'{worker / floor:.2f}x' if worker and floor else 'n/a'} "
-            f"| {f'{total:.1f}' if total is not None else 'n/a'} "
-            f"| {f'{user:.1f}' if user is not None else 'n/a'} |"
+            f"| {f'{cpu[0]:.1f}' if cpu else 'n/a'} | {f'{cpu[1]:.1f}' if cpu else 'n/a'} |"
         )
     return "\n".join(lines)
 
