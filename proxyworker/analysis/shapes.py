@@ -110,7 +110,8 @@ class ShapeCache(Generic[_T]):
         return len(self._entries)
 
     def get(self, raw: bytes) -> tuple[_T, bool] | None:
-        entry = self._entries.get(raw.translate(_ZEROS))
+        key = raw.translate(_ZEROS)
+        entry = self._entries.get(key)
         if entry is not None:
             value, reference, fixed, own = entry
             if raw == reference:
@@ -133,7 +134,7 @@ class ShapeCache(Generic[_T]):
                 return None
         mask = fixed_digits(raw)
         if mask is not None:  # (always: the text reads as the stored one does)
-            self._store(raw.translate(_ZEROS), (value, raw, mask, False))
+            self._store(key, (value, raw, mask, False))
         return value, False
 
     def put(self, raw: bytes, value: _T, shaped: bool) -> None:

@@ -151,11 +151,11 @@ class Pooling(SessionState):
     ) -> Renamed | None:
         """The message with the client's statement names made server-side ones; None when
         nothing in it is renamed (unnamed statements, Execute, a client with none named)."""
-        body = view[5:]
         if kind == m.PARSE:
-            return statements.parse(body) if view[5] else None
+            return statements.parse(view[5:]) if view[5] else None
         if not statements or kind == m.EXECUTE:
             return None
+        body = view[5:]
         if kind == m.BIND:
             renamed = statements.bind(body, server.prepared)
         else:  # Describe or Close
