@@ -12,7 +12,8 @@ the last good one in the state directory, and sends audit events and heartbeats 
 One worker process serves by default. With ``--workers N`` this process becomes a supervisor:
 it starts N worker processes sharing the port (SO_REUSEPORT), restarts any that crash,
 forwards SIGHUP (reload) and SIGTERM (drain) to them, and serves the merged metrics. Fed by the
-control plane, each process follows it on its own, as worker ``ID-<index>``.
+control plane, each process follows it on its own, as worker ``ID-<index>``, and process 0
+replays the audit spools that worker ids no longer running left in the state directory.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ from proxyworker import __version__, admin, logs, metrics
 from proxyworker.config import ConfigError, WorkerConfig, load_file
 
 log = logging.getLogger("proxyworker")
+
+EXIT_STATE_DIR_IN_USE = 3
+"""Exit status of a fleet worker process whose audit spool another live process holds: two
+workers were given one state directory and worker id. Restarting it cannot help, so the
+supervisor stops the other processes and exits with this status too."""
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -164,9 +170,16 @@ def _main_fleet(args: argparse.Namespace) -> int:
 
         return int(uvloop.run(_supervise(child, args.workers, start_admin, lambda: True)))
     index = args.worker_index or 0
-    worker_id = args.worker_id if args.worker_index is None else f"{args.worker_id}-{index}"
-    uvloop.run(_serve_fleet(args, worker_id, index, args.workers, args.worker_index is None))
-    return 0
+    ids = _process_ids(args.worker_id, args.workers, args.worker_index is not None)
+    return int(uvloop.run(_serve_fleet(args, ids, index, args.workers, args.worker_index is None)))
+
+
+def _process_ids(worker_id: str, workers: int, supervised: bool) -> list[str]:
+    """The worker ids of a run's processes, by index: ``ID`` for a process on its own,
+    ``ID-0`` … ``ID-(N-1)`` for the N processes of a supervisor."""
+    if not supervised:
+        return [worker_id]
+    return [f"{worker_id}-{i}" for i in range(workers)]
 
 
 def _raise_file_limit() -> None:
@@ -211,16 +224,27 @@ async def _serve(path: str, config: WorkerConfig, index: int, workers: int, admi
 
 
 async def _serve_fleet(
-    args: argparse.Namespace, worker_id: str, index: int, workers: int, admin_on: bool
-) -> None:
+    args: argparse.Namespace, ids: list[str], index: int, workers: int, admin_on: bool
+) -> int:
+    """Serve as process ``index`` of ``ids`` (every process's worker id); the exit status."""
     from proxyworker import fleet
-    from proxyworker.audit.spool import Spool
-    from proxyworker.audit.stream import AuditStream
+    from proxyworker.audit.spool import Spool, SpoolBusy
+    from proxyworker.audit.stream import AuditStream, replay_orphans, spool_path
     from proxyworker.server import Worker
     from proxyworker.tasks import spawn
 
     loop = asyncio.get_running_loop()
+    worker_id = ids[index]
     os.makedirs(args.state_dir, exist_ok=True)
+    try:
+        spool = Spool(spool_path(args.state_dir, worker_id), args.spool_max_mb << 20)
+    except SpoolBusy as exc:
+        log.error(
+            "another live process runs as this worker id with this state directory (its audit "
+            "spool is locked): give each worker its own state directory",
+            extra={"worker_id": worker_id, "spool": exc.filename},
+        )
+        return EXIT_STATE_DIR_IN_USE
     log.info(
         "following the control plane",
         extra={"redis": fleet.redacted(args.control_plane), "worker_id": worker_id},
@@ -231,8 +255,6 @@ async def _serve_fleet(
     first = candidates[0][0].config if candidates else WorkerConfig()
     pinned = fleet.pin(first, args.listen, args.admin_port)
     logs.setup(first.logging.level, first.logging.format)
-    spool_path = os.path.join(args.state_dir, f"audit-spool.{worker_id}.jsonl")
-    spool = Spool(spool_path, args.spool_max_mb << 20)
     stream = AuditStream(client, spool)
     # Built with nothing to enforce; the follower swaps the snapshot in, or refuses clients.
     empty = fleet.effective(WorkerConfig(), pinned, warn=False)
@@ -246,6 +268,9 @@ async def _serve_fleet(
     stream.start()
     following = spawn(follower.run(), name="config follower")
     beating = spawn(fleet.HeartbeatSender(worker, client, follower).run(), name="heartbeats")
+    tasks = [following, beating]
+    if index == 0:  # one process adopts the spools of worker ids that no longer run
+        tasks.append(spawn(replay_orphans(client, args.state_dir, ids), name="orphan spools"))
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGHUP, follower.poke)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -255,10 +280,11 @@ async def _serve_fleet(
     await worker.drain()
     await stream.flush(5.0)
     spool.close()
-    for task in (following, beating):
+    for task in tasks:
         task.cancel()
-    await asyncio.gather(following, beating, return_exceptions=True)
+    await asyncio.gather(*tasks, return_exceptions=True)
     await client.aclose()
+    return 0
 
 
 async def _fleet_probe(args: argparse.Namespace) -> None:
@@ -296,8 +322,10 @@ async def _supervise(
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     children: dict[int, asyncio.subprocess.Process] = {}
+    status = 0
 
     async def run_child(index: int) -> None:
+        nonlocal status
         while not stopping.is_set():
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "proxyworker", *child_args,
@@ -305,9 +333,16 @@ async def _supervise(
                 stdin=subprocess.DEVNULL,
             )  # fmt: skip
             children[index] = proc
+            if stopping.is_set():  # told to stop while it was being started
+                proc.terminate()
             code = await proc.wait()
             mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
-            if not stopping.is_set():
+            if code == EXIT_STATE_DIR_IN_USE:
+                status = code
+                if not stopping.is_set():
+                    log.error("worker %d cannot run (state directory in use); stopping", index)
+                    forward(signal.SIGTERM)
+            elif not stopping.is_set():
                 log.error("worker %d exited with %s; restarting", index, code)
                 await asyncio.sleep(1)
 
@@ -327,7 +362,7 @@ async def _supervise(
     await asyncio.gather(*(run_child(i) for i in range(workers)))
     if own_dir is not None:
         shutil.rmtree(own_dir, ignore_errors=True)
-    return 0
+    return status
 
 
 if __name__ == "__main__":

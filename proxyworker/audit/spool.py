@@ -11,6 +11,12 @@ duplicates).
 Not thread-safe: the caller runs one method at a time (``append`` may run in a thread while
 nothing else touches the spool).
 
+One process at a time: a ``Spool`` holds an exclusive ``flock`` on its file from open to
+``close`` (or ``remove``), and opening a file another live process holds raises
+:class:`SpoolBusy`. A compaction locks the new file before renaming it over the old one, so
+the file at ``path`` is never unlocked while the spool is open. The kernel drops the lock when
+the process dies, so a crashed worker's spool can be opened at once.
+
 The size cap is on the file itself. When a batch does not fit, lines already replayed are
 compacted away first; if it still does not fit, the lines that do not fit are dropped (the
 newest ones: the order of what is kept never changes) and counted in
@@ -19,6 +25,8 @@ newest ones: the order of what is kept never changes) and counted in
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 
 from prometheus_client import Counter, Gauge
@@ -28,19 +36,33 @@ SPOOL_DROPPED = Counter(
     "sqlproxy_audit_spool_dropped", "Audit events dropped because the local spool was full"
 )
 SPOOL_BYTES = Gauge(
-    "sqlproxy_audit_spool_bytes", "Size of the local audit spool", multiprocess_mode="livesum"
+    "sqlproxy_audit_spool_bytes",
+    "Size of the local audit spools this process has open",
+    multiprocess_mode="livesum",
 )
+
+
+class SpoolBusy(OSError):
+    """The spool file is locked by another live process."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(errno.EWOULDBLOCK, "audit spool in use by another process", path)
 
 
 class Spool:
     def __init__(self, path: str, max_bytes: int) -> None:
         self.path = path
         self.max_bytes = max_bytes
-        self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
-        self._size = _trim_partial_line(self._fd)
+        self._fd = _open_locked(path)
+        try:
+            self._size = _trim_partial_line(self._fd)
+        except BaseException:
+            os.close(self._fd)
+            raise
         self._position = 0
         """Where replay continues: every byte before it is in Redis."""
-        SPOOL_BYTES.set(self._size)
+        self._reported = 0
+        self._report_size()
 
     @property
     def pending(self) -> int:
@@ -62,12 +84,10 @@ class Spool:
             room -= len(line)
         if kept:
             data = b"".join(kept)
-            written = 0
-            while written < len(data):
-                written += os.write(self._fd, data[written:])
+            _write_all(self._fd, data)
             os.fsync(self._fd)
             self._size += len(data)
-            SPOOL_BYTES.set(self._size)
+            self._report_size()
             SPOOLED.inc(len(kept))
         dropped = len(lines) - len(kept)
         if dropped:
@@ -95,31 +115,79 @@ class Spool:
             os.ftruncate(self._fd, 0)
             os.fsync(self._fd)
             self._size = self._position = 0
-            SPOOL_BYTES.set(0)
+            self._report_size()
 
     def close(self) -> None:
+        """Close the file, which releases the lock; what it holds stays for the next open."""
+        SPOOL_BYTES.dec(self._reported)
+        self._reported = 0
         os.close(self._fd)
 
-    def _compact(self) -> None:
-        """Rewrite the file without the lines already replayed (atomically: temp + rename)."""
-        tmp = f"{self.path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    def remove(self) -> None:
+        """Delete the file and close it. It is unlinked while still locked, so no other
+        process can take it over in between."""
         try:
+            os.unlink(self.path)
+            _fsync_directory(os.path.dirname(self.path))
+        finally:
+            self.close()
+
+    def _compact(self) -> None:
+        """Rewrite the file without the lines already replayed (atomically: temp + rename).
+        The temp file is locked before the rename and its descriptor becomes the spool's: the
+        file at ``path`` is locked at every moment."""
+        tmp = f"{self.path}.tmp"
+        fd = os.open(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             offset = self._position
             while offset < self._size:
                 chunk = os.pread(self._fd, min(1 << 20, self._size - offset), offset)
-                os.write(fd, chunk)
+                _write_all(fd, chunk)
                 offset += len(chunk)
             os.fsync(fd)
-        finally:
+            os.replace(tmp, self.path)
+        except BaseException:
             os.close(fd)
-        os.replace(tmp, self.path)
-        _fsync_directory(os.path.dirname(self.path))
+            raise
         os.close(self._fd)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND, 0o640)
+        self._fd = fd
         self._size -= self._position
         self._position = 0
-        SPOOL_BYTES.set(self._size)
+        self._report_size()
+        _fsync_directory(os.path.dirname(self.path))
+
+    def _report_size(self) -> None:
+        # By difference, not set(): one process can have several spools open (its own and the
+        # orphans it replays), and the gauge is their sum.
+        SPOOL_BYTES.inc(self._size - self._reported)
+        self._reported = self._size
+
+
+def _open_locked(path: str) -> int:
+    """Open (creating it if needed) and lock the file at ``path``."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _still_at(fd, path):
+                return fd
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolBusy(path) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        # The file locked here left ``path`` between open and flock, while its holder had it
+        # locked: renamed over by a compaction, or removed after a replay. Try again.
+        os.close(fd)
+
+
+def _still_at(fd: int, path: str) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _trim_partial_line(fd: int) -> int:
@@ -136,6 +204,12 @@ def _trim_partial_line(fd: int) -> int:
         os.ftruncate(fd, end)
         os.fsync(fd)
     return end
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    written = 0
+    while written < len(data):
+        written += os.write(fd, data[written:])
 
 
 def _fsync_directory(path: str) -> None:

@@ -8,6 +8,12 @@ instead; a replay task waits for Redis to answer again, sends the spool in order
 when it is empty do batches go straight to Redis again — so order is kept and nothing is lost
 unless the spool is full. A spool left by an earlier run is replayed the same way at start.
 
+Each process spools to ``<state dir>/audit-spool.<worker id>.jsonl`` (:func:`spool_path`).
+A spool whose worker id is no longer one of the running processes' (the worker restarted with
+fewer processes, or under another id) is an orphan: :func:`replay_orphans`, run by one
+process, replays each in order the same way and deletes its file once it is empty. An orphan
+another live process holds (a worker of another fleet sharing the directory) is left alone.
+
 Delivery is at least once: a pipeline cut by a lost connection may have added some entries
 before the batch was spooled, and a crash in the middle of a replay sends part of the spool
 again. Event ids are unique; the ingest side drops duplicates.
@@ -17,13 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
 import time
+from collections.abc import Collection
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
-from proxyworker.audit.spool import Spool
+from proxyworker.audit.spool import Spool, SpoolBusy
 from proxyworker.config import fleet
 from proxyworker.tasks import spawn
 
@@ -33,6 +42,52 @@ STREAMED = Counter("sqlproxy_audit_streamed", "Audit events appended to the Redi
 
 _REPLAY_BATCH = 1000
 _MAX_BACKOFF = 1.0
+_SPOOL_NAME = re.compile(r"audit-spool\.(.+)\.jsonl")
+
+
+def spool_path(state_dir: str, worker_id: str) -> str:
+    return os.path.join(state_dir, f"audit-spool.{worker_id}.jsonl")
+
+
+def orphan_spools(state_dir: str, current_ids: Collection[str]) -> list[str]:
+    """The spool files in ``state_dir`` of worker ids not in ``current_ids``, by name."""
+    found = []
+    with os.scandir(state_dir) as entries:
+        for entry in entries:
+            match = _SPOOL_NAME.fullmatch(entry.name)
+            if match and match[1] not in current_ids and entry.is_file(follow_symlinks=False):
+                found.append(entry.path)
+    return sorted(found)
+
+
+async def replay_orphans(
+    client: aioredis.Redis, state_dir: str, current_ids: Collection[str]
+) -> None:
+    """Replay every spool in ``state_dir`` whose worker id is not in ``current_ids``, in
+    order, waiting for Redis as long as it takes; delete each file once it is replayed. Run
+    it as a task and cancel it at shutdown: a spool not fully replayed stays for next time."""
+    for path in await asyncio.to_thread(orphan_spools, state_dir, current_ids):
+        name = os.path.basename(path)
+        try:
+            spool = Spool(path, max_bytes=0)  # never appended to
+        except SpoolBusy:
+            log.info("audit spool of another live process left alone", extra={"file": name})
+            continue
+        except OSError as exc:
+            log.error("cannot open an orphan audit spool: %s", exc, extra={"file": name})
+            continue
+        log.info(
+            "adopting the audit spool of a worker id no longer running",
+            extra={"file": name, "bytes": spool.pending},
+        )
+        try:
+            await AuditStream(client, spool).replay_all()
+        except BaseException:
+            spool.close()
+            raise
+        # The thread closes the spool itself: a cancellation meanwhile lets it finish.
+        await asyncio.to_thread(spool.remove)
+        log.info("orphan audit spool replayed and removed", extra={"file": name})
 
 
 class AuditStream:
@@ -103,6 +158,12 @@ class AuditStream:
             self._replay = spawn(self._replay_spool(), name="audit spool replay")
 
     async def _replay_spool(self) -> None:
+        await self.replay_all()
+        log.info("audit spool replayed; streaming again")
+
+    async def replay_all(self) -> None:
+        """Send the spool to Redis in order, waiting for Redis as long as it takes; return
+        once the spool is empty."""
         delay = 0.05
         while True:
             try:
@@ -113,7 +174,6 @@ class AuditStream:
                         if not lines:
                             # Drained with the lock held: the next batch goes straight out.
                             self._replay = None
-                            log.info("audit spool replayed; streaming again")
                             return
                     for start in range(0, len(lines), _REPLAY_BATCH):
                         await self._xadd(lines[start : start + _REPLAY_BATCH])

@@ -1,8 +1,9 @@
 """Workers fed by the control plane, through a private redis-server: no snapshot means no
 traffic; a publication is enforced in well under a second (a transaction in flight finishing
 under the policy it started with); a restart while Redis is down uses the snapshot saved on
-disk; an invalid snapshot changes nothing; audit events survive a Redis outage; heartbeats
-say which version each worker enforces.
+disk; an invalid snapshot changes nothing; audit events survive a Redis outage, and the
+spools of worker ids no longer running are replayed; a second worker on the same state
+directory and id refuses to run; heartbeats say which version each worker enforces.
 
 Snapshots are written here the way the control plane writes them: SET the key, PUBLISH the
 version (``proxyworker.config.fleet``)."""
@@ -22,7 +23,10 @@ import psycopg
 import pytest
 from psycopg import errors
 
+from proxyworker.__main__ import EXIT_STATE_DIR_IN_USE
 from proxyworker.config import fleet, loads
+from proxyworker.config.events import AuditEvent
+from tests.support.net import free_port
 from tests.support.pgcluster import PgCluster, wait_until
 from tests.support.redisserver import RedisServer, start_redis
 from tests.support.worker import APP_PASSWORD, APP_USER, WorkerProcess, launch_fleet
@@ -151,6 +155,13 @@ def heartbeats(redis: RedisServer, worker: str) -> list[fleet.Heartbeat]:
         for _, data in entries
     ]
     return [b for b in beats if b.worker == worker]
+
+
+def audit_ids(redis: RedisServer) -> list[str]:
+    """The ids of the audit events in the stream, in stream order."""
+    with redis.client() as client:
+        entries = client.xrange(fleet.AUDIT_STREAM)
+    return [msgspec.json.decode(d[fleet.STREAM_FIELD.encode()])["id"] for _, d in entries]
 
 
 def saved_version(state_dir: Path) -> int | None:
@@ -401,13 +412,8 @@ def test_no_audit_event_is_lost_while_redis_is_away(
     emitted = sum(counts)
     assert emitted > 1000
 
-    def stream_ids() -> list[str]:
-        with redis.client() as c:
-            entries = c.xrange(fleet.AUDIT_STREAM)
-        return [msgspec.json.decode(d[fleet.STREAM_FIELD.encode()])["id"] for _, d in entries]
-
-    wait_until(lambda: len(set(stream_ids())) >= emitted, timeout=20)
-    ids = set(stream_ids())
+    wait_until(lambda: len(set(audit_ids(redis))) >= emitted, timeout=20)
+    ids = set(audit_ids(redis))
     assert len(ids) == emitted
     # One process, one sequence: every number from 1 to the last one is there.
     prefix = {i.rsplit("-", 1)[0] for i in ids}
@@ -417,6 +423,71 @@ def test_no_audit_event_is_lost_while_redis_is_away(
     assert metric(proc, "sqlproxy_audit_spool_dropped_total") == 0
     assert (metric(proc, "sqlproxy_audit_spooled_total") or 0) > 0
     wait_until(lambda: os.path.getsize(tmp_path / "audit-spool.loaded.jsonl") == 0, timeout=5)
+
+
+# --- audit spools across restarts ----------------------------------------------------------
+
+
+def leave_spool(state_dir: Path, worker: str, count: int) -> list[str]:
+    """The spool a stopped worker ``worker`` left with ``count`` events; their ids in order."""
+    events = [
+        AuditEvent(
+            id=f"{worker}-4242.0badc0de-{n}", time=time.time(), worker=worker, database="fleet",
+            user=APP_USER, client="127.0.0.1:50000", decision="allow",
+            normalized="SELECT v FROM accounts WHERE id = $1",
+        )
+        for n in range(1, count + 1)
+    ]  # fmt: skip
+    (state_dir / f"audit-spool.{worker}.jsonl").write_bytes(
+        b"".join(msgspec.json.encode(e) + b"\n" for e in events)
+    )
+    return [e.id for e in events]
+
+
+def test_spools_of_worker_ids_no_longer_running_are_replayed(
+    redis: RedisServer, tmp_path: Path, started: list[WorkerProcess]
+) -> None:
+    # Left by earlier shapes of this worker: one process ("shrunk"), then six ("shrunk-5").
+    orphans = {w: leave_spool(tmp_path, w, n) for w, n in (("shrunk", 1200), ("shrunk-5", 300))}
+    own = leave_spool(tmp_path, "shrunk-1", 100)  # a current process's: it replays its own
+    sizes = {w: (tmp_path / f"audit-spool.{w}.jsonl").stat().st_size for w in orphans}
+    proc = launch_fleet(redis.url, str(tmp_path), worker_id="shrunk", workers=2)
+    started.append(proc)
+    spooled = [*own, *(i for ids in orphans.values() for i in ids)]
+    wait_until(lambda: set(spooled) <= set(audit_ids(redis)), timeout=10)
+    ids = audit_ids(redis)
+    for events in (own, *orphans.values()):
+        assert [i for i in ids if i in set(events)] == events  # each in its order
+    wait_until(lambda: not any((tmp_path / f"audit-spool.{w}.jsonl").exists() for w in orphans))
+    assert (tmp_path / "audit-spool.shrunk-1.jsonl").stat().st_size == 0
+    adopted = [json.loads(x) for x in proc.log().splitlines() if "adopting the audit spool" in x]
+    assert sorted((a["file"], a["bytes"]) for a in adopted) == sorted(
+        (f"audit-spool.{w}.jsonl", size) for w, size in sizes.items()
+    )
+    assert proc.stop() == 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_second_worker_on_the_same_id_and_state_dir_exits(
+    redis: RedisServer, tmp_path: Path, started: list[WorkerProcess], workers: int
+) -> None:
+    first = launch_fleet(redis.url, str(tmp_path), worker_id="twin", workers=workers)
+    started.append(first)
+    port, admin_port = free_port(), free_port()
+    source = [
+        "--control-plane", redis.url, "--worker-id", "twin", "--state-dir", str(tmp_path),
+        "--listen", f"127.0.0.1:{port}", "--admin-port", str(admin_port),
+    ]  # fmt: skip
+    second = WorkerProcess(str(tmp_path / "second"), port, admin_port, workers, source=source)
+    started.append(second)
+    with pytest.raises(RuntimeError, match="worker did not start"):
+        second.start()
+    assert second.proc is not None
+    assert second.proc.returncode == EXIT_STATE_DIR_IN_USE
+    assert "another live process runs as this worker id" in second.log()
+    assert "restarting" not in second.log()  # a supervisor gives up at once
+    assert first.proc is not None and first.proc.poll() is None
+    assert first.stop() == 0
 
 
 # --- heartbeats ----------------------------------------------------------------------------
