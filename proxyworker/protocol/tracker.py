@@ -70,7 +70,8 @@ class Expectation:
 
 # The expectation of a request forwarded as is, one per kind of request: most requests are,
 # and sharing them spares an object per message.
-_FORWARDED: dict[Request, Expectation] = {r: Expectation(r) for r in Request}
+# (Keyed by int: ``expect_forwarded`` looks them up by the requests' numbers.)
+_FORWARDED: dict[int, Expectation] = {r: Expectation(r) for r in Request}
 
 
 def _forwarded_terminal(expectation: Expectation) -> frozenset[int] | None:
@@ -107,6 +108,15 @@ class ResponseTracker:
                 return
             self._skipping = False
         self._queue.append(expectation)
+
+    def expect_forwarded(self, requests: bytes | bytearray) -> None:
+        """``expect`` for requests forwarded as is, given as their numbers (``Request``
+        values, one byte each)."""
+        if self._skipping:
+            for number in requests:
+                self.expect(Request(number))
+        else:
+            self._queue.extend(map(_FORWARDED.__getitem__, requests))
 
     def units_in_flight(self) -> int:
         """Requests ending with ReadyForQuery that have not been answered yet."""

@@ -1,7 +1,9 @@
 """Client to server: framing the client's bytes into messages, gathering them into request
 units, and forwarding them — as the very chunk received when no message changed (zero-copy),
 otherwise message by message with the guard's replacements (``guarded.py``) and the renamed
-prepared statements of transaction mode (``pooling.py``).
+prepared statements of transaction mode (``pooling.py``). A chunk with nothing for either
+(``_forward_plain``) is not cut into messages at all: one pass over its lengths, one batch of
+expected answers, one write.
 
 A client with no server connection (transaction mode, between transactions) waits for one
 with its messages kept in order in a backlog.
@@ -48,11 +50,41 @@ _EXTENDED = {
 }
 
 
+# Client messages the plain path forwards (no COPY, FunctionCall or Terminate), and the number
+# of the request each one is: Flush is none (0), Describe is of a statement until its body says
+# it is of a portal.
+_PLAIN = b"QSPBDECH"
+_REQUEST_NUMBERS = bytes.maketrans(
+    _PLAIN,
+    bytes(
+        [
+            Request.QUERY,
+            Request.SYNC,
+            Request.PARSE,
+            Request.BIND,
+            Request.DESCRIBE_STATEMENT,
+            Request.EXECUTE,
+            Request.CLOSE,
+            0,
+        ]
+    ),
+)
+
+
 class Requests(Responses):
     """The relay from the client to the server."""
 
     def _client_data(self, data: bytes) -> None:
         metrics.BYTES_FROM_CLIENTS.inc(len(data))
+        if not self._deciding and not self._acquiring and not self._backlog:
+            server = self.server
+            if server is None and data[0] != m.TERMINATE:
+                assert self.pool is not None
+                server = self.pool.acquire_idle(self.pool_key)
+                if server is not None:
+                    self._link(server)
+            if server is not None and self._forward_plain(server, data):
+                return
         try:
             msgs = self.framer.feed(data)
         except m.MalformedMessage as exc:
@@ -83,6 +115,67 @@ class Requests(Responses):
                 return
             self._link(idle)
         self._forward(msgs, data if self.framer.aligned else None)
+
+    def _forward_plain(self, server: ServerConnection, data: bytes) -> bool:
+        """The common chunk, forwarded as it came after one pass over its lengths: whole
+        Query, Sync and extended-protocol messages, in a session with nothing for the guard,
+        the rate limits, the worker's own settings or transaction mode's renaming to do. The
+        same bookkeeping as ``_forward``; False, with nothing done, for any other chunk."""
+        if (
+            self.gate is not None
+            or self.policy.rate is not None
+            or self.modes.active
+            or self._generation != self.worker.generation
+            or self._check_pending
+            or self._dry_end_pending
+            or self._decide_pending
+            or self._preview_open
+            or self._portal_tags
+            or (scanned := self.framer.whole(data)) is None
+        ):
+            return False
+        kinds, starts = scanned
+        if kinds.translate(None, _PLAIN):
+            return False
+        text = data.lower()
+        if b"sqlproxy" in text:
+            return False  # (the worker's own settings: Guarded._bare)
+        statements = self._statements
+        if statements is not None:
+            # Transaction mode: nothing to rename while the client has no named statement.
+            if statements:
+                return False
+            if m.PARSE in kinds:
+                for i, kind in enumerate(kinds):
+                    if kind == m.PARSE and data[starts[i] + 5]:
+                        return False
+            if m.QUERY in kinds and (b"discard" in text or b"deallocate" in text):
+                for i, kind in enumerate(kinds):
+                    if kind == m.QUERY:
+                        self._note_statement_reset(memoryview(data)[starts[i] :], server)
+        if self._carry_settings:
+            self._carry_settings = False
+            self._apply_settings(server)
+        requests = kinds.translate(_REQUEST_NUMBERS)
+        if m.DESCRIBE in kinds:
+            for i, kind in enumerate(kinds):
+                if kind == m.DESCRIBE and data[starts[i] + 5] == ord("P"):
+                    requests[i] = Request.DESCRIBE_PORTAL
+        if m.FLUSH in kinds:
+            requests = requests.replace(b"\0", b"")
+        self.tracker.expect_forwarded(requests)
+        units = kinds.count(m.QUERY) + kinds.count(m.SYNC)
+        if units:
+            assert self._labels is not None
+            self._started.extend([time.perf_counter()] * units)
+            self._labels.queries.inc(units)
+        last = kinds[-1]
+        self._unsynced = last != m.QUERY and last != m.SYNC
+        self._forwarded = True
+        transport = server.transport
+        assert transport is not None
+        transport.write(data)
+        return True
 
     def _forward(self, msgs: list[tuple[int, memoryview]], whole: bytes | None) -> None:
         """Send client messages to the linked server; ``whole`` is the chunk they came in,

@@ -10,22 +10,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxyworker import metrics
 from proxyworker.config.events import AuditEvent
-from proxyworker.config.loader import loads
 from proxyworker.guard.catalog import Catalog, Relation
 from proxyworker.guard.checks import GUARD_SQLSTATE
 from proxyworker.guard.gate import Gate
 from proxyworker.protocol import messages as m
-from proxyworker.server import Worker
-from proxyworker.session import ClientSession, Phase
+from proxyworker.session import ClientSession
 from proxyworker.upstream.connection import ServerConnection
+from tests.support import sansio
 
 _CONFIG = """\
 [listen]
@@ -51,28 +47,6 @@ accounts = 100
 _SAFE = frozenset({"now", "abs", "lower", "upper", "length", "coalesce"})
 
 
-class _Transport:
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-
-    def write(self, data: bytes | memoryview) -> None:
-        self.chunks.append(bytes(data))
-
-    def writelines(self, chunks: list[bytes | memoryview]) -> None:
-        self.chunks.append(b"".join(bytes(c) for c in chunks))
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None: ...
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-
-    def take(self) -> bytes:
-        out, self.chunks = b"".join(self.chunks), []
-        return out
-
-
 def _catalog() -> Catalog:
     def table(oid: int, name: str, key: str) -> Relation:
         return Relation(oid, "public", name, "r", None, False, False, (frozenset({key}),), False)
@@ -81,27 +55,17 @@ def _catalog() -> Catalog:
 
 
 def _session(config: str = _CONFIG) -> tuple[ClientSession, ServerConnection, list[AuditEvent]]:
-    worker = Worker(loads(config))
-    events: list[AuditEvent] = []
-    worker.audit.emit = events.append  # type: ignore[method-assign]
-    session = ClientSession(worker)
-    session.transport = _Transport()  # type: ignore[assignment]
-    session.phase = Phase.READY
-    session.user = session.database = "app"
-    session.pool = pool = worker.pools["app"]
-    session.policy = policy = worker.policies["app"]
-    session._labels = metrics.database_labels("app")
+    session, server, events = sansio.session(config)
+    assert session.pool is not None
+    pool = session.pool
     pool.catalog.current = _catalog()
-    session.gate = Gate(policy, "app", "app", sticky=pool.limited, catalog=pool.catalog.current)
-    server = ServerConnection(pool.db.upstream, ())
-    server.transport = _Transport()  # type: ignore[assignment]
-    session._link(server)
+    session.gate = Gate(
+        session.policy, "app", "app", sticky=pool.limited, catalog=pool.catalog.current
+    )
     return session, server, events
 
 
-def _sent(server: ServerConnection) -> bytes:
-    transport: Any = server.transport
-    return transport.take()
+_sent = sansio.sent
 
 
 _SELECT = m.query("SELECT 1")

@@ -185,3 +185,22 @@ def test_route_forwarded_takes_an_extended_batch_at_once() -> None:
     t.expect(Request.QUERY, Action.CHECK_QUERY)
     assert t.route_forwarded(b"CZ") is None and len(t) == 1  # not forwarded as is
     assert ResponseTracker().route_forwarded(b"Z") is None  # nothing asked for it
+
+
+@settings(max_examples=200)
+@given(st.lists(_REQUESTS, max_size=8), st.lists(_REQUESTS, max_size=8), st.booleans())
+def test_expect_forwarded_expects_as_expect_does(
+    before: list[Request], requests: list[Request], after_an_error: bool
+) -> None:
+    batch, single = ResponseTracker(), ResponseTracker()
+    for t in (batch, single):
+        for request in before:
+            t.expect(request)
+        if after_an_error and len(t):
+            t.route(m.ERROR_RESPONSE)  # the server now skips to the Sync
+            t.skip_unit()
+    batch.expect_forwarded(bytes(requests))
+    for request in requests:
+        single.expect(request)
+    assert list(batch._queue) == list(single._queue)
+    assert batch.dropped == single.dropped

@@ -1,0 +1,147 @@
+"""The client side's plain path (``Requests._forward_plain``), without sockets: a chunk of
+Query, Sync and extended-protocol messages goes to the server as it came, with the same
+bookkeeping as the message-by-message path (``Requests._forward``) — what the server is sent,
+what answers are expected, the requests timed and counted — and any chunk that needs more
+(the worker's own settings, transaction mode's renaming, COPY, FunctionCall, Terminate)
+takes the message-by-message path."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxyworker.protocol import messages as m
+from proxyworker.session import ClientSession
+from proxyworker.upstream.connection import ServerConnection
+from tests.support import sansio
+
+_CONFIG = """\
+[listen]
+host = "127.0.0.1"
+port = 1
+
+[[users]]
+name = "app"
+password = "app-secret"
+
+[[databases]]
+name = "app"
+upstream = "postgresql://app:pw@127.0.0.1:5432/app?sslmode=disable"
+pool_mode = "{mode}"
+
+[signatures]
+enabled = false
+"""
+
+
+def _bind(portal: str, statement: str) -> bytes:
+    body = m.cstr(portal) + m.cstr(statement) + b"\x00\x00" + b"\x00\x00" + b"\x00\x00"
+    return m.message(m.BIND, body)
+
+
+def _target(kind: int, what: str, name: str) -> bytes:
+    return m.message(kind, what.encode() + m.cstr(name))
+
+
+def _execute(portal: str) -> bytes:
+    return m.message(m.EXECUTE, m.cstr(portal) + m.i32(0))
+
+
+_MESSAGES = [
+    m.query("SELECT 1"),
+    m.query("SELECT 1; SELECT 2"),
+    m.query("DEALLOCATE ALL"),
+    m.query("SET sqlproxy.dry_run = off"),
+    m.parse("", "SELECT $1::int"),
+    m.parse("s1", "SELECT 2"),
+    _bind("", ""),
+    _bind("p1", "s1"),
+    _target(m.DESCRIBE, "S", ""),
+    _target(m.DESCRIBE, "P", ""),
+    _target(m.DESCRIBE, "S", "s1"),
+    _target(m.CLOSE, "S", "s1"),
+    _target(m.CLOSE, "P", "p1"),
+    _execute(""),
+    _execute("p1"),
+    m.message(m.FLUSH),
+    m.message(m.SYNC),
+    m.message(ord("d"), b"1\t2\n"),  # CopyData (as asyncpg sends it after a COPY ... FROM)
+    m.message(ord("F"), b"\x00\x00\x00\x01"),  # FunctionCall
+]
+
+
+def _state(session: ClientSession, server: ServerConnection) -> tuple[object, ...]:
+    assert session._labels is not None
+    return (
+        sansio.sent(server),
+        list(session.tracker._queue),
+        len(session._started),
+        session._labels.queries.value,
+        session._unsynced,
+        sorted(server.prepared),
+        session.server is server,
+    )
+
+
+def _message_by_message(session: ClientSession, server: ServerConnection, chunk: bytes) -> None:
+    """What ``_client_data`` did before the plain path, for a client with its server."""
+    if session.server is None:
+        assert session.pool is not None
+        assert session.pool.acquire_idle(session.pool_key) is server
+        session._link(server)
+    msgs = session.framer.feed(chunk)
+    session._forward(msgs, chunk if session.framer.aligned else None)
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+@given(chunks=st.lists(st.lists(st.sampled_from(_MESSAGES), min_size=1, max_size=6), max_size=5))
+@settings(max_examples=150, deadline=None)
+def test_the_plain_path_does_what_message_by_message_does(
+    mode: str, chunks: list[list[bytes]]
+) -> None:
+    plain, plain_server, _ = sansio.session(_CONFIG.format(mode=mode))
+    each, each_server, _ = sansio.session(_CONFIG.format(mode=mode))
+    for server in (plain_server, each_server):
+        server.prepared["_sqlp9_1"] = None  # another client's statement, on the same server
+    for messages in chunks:
+        chunk = b"".join(messages)
+        plain._client_data(chunk)
+        _message_by_message(each, each_server, chunk)
+        assert _state(plain, plain_server) == _state(each, each_server)
+        assert sansio.sent_to_client(plain) == sansio.sent_to_client(each)
+
+
+def test_an_extended_batch_goes_out_as_it_came() -> None:
+    session, server, _ = sansio.session(_CONFIG.format(mode="session"))
+    chunk = b"".join(
+        [
+            m.parse("", "SELECT $1::int"),
+            _bind("", ""),
+            _target(m.DESCRIBE, "P", ""),
+            _execute(""),
+            m.message(m.SYNC),
+        ]
+    )
+    session._client_data(chunk)
+    assert sansio.sent(server) == chunk
+    assert [e.request.name for e in session.tracker._queue] == [
+        "PARSE",
+        "BIND",
+        "DESCRIBE_PORTAL",
+        "EXECUTE",
+        "SYNC",
+    ]
+    assert len(session._started) == 1 and not session._unsynced
+
+
+def test_transaction_mode_takes_a_server_and_renames_named_statements() -> None:
+    session, server, _ = sansio.session(_CONFIG.format(mode="transaction"))
+    assert session.server is None
+    session._client_data(m.query("SELECT 1"))
+    assert session.server is server
+    assert sansio.sent(server).endswith(m.query("SELECT 1"))
+    # A named statement is not the plain path's: the server gets it under its own name.
+    session._client_data(m.parse("s1", "SELECT 2") + m.message(m.SYNC))
+    sent = sansio.sent(server)
+    assert b"s1\x00" not in sent and b"SELECT 2" in sent
