@@ -154,22 +154,11 @@ class Gate:
         policy, the catalog, the search_path, the tables held limited; and none are used
         while DDL has made the catalog stale.
         """
+        found = self.remembered(raw)
+        if found is not None:
+            return found
         catalog = self.catalog
         usable = not self.ddl_pending and (catalog is None or catalog.loaded_at > self._ddl_at)
-        if usable:
-            made = self._verdicts_for
-            if (  # (_expire_verdicts' test, inline: this runs for every statement)
-                not made
-                or made[0] is not self.policy
-                or made[1] is not catalog
-                or made[2] != self.search_path
-                or made[3] != len(self.sticky)
-            ):
-                self._expire_verdicts()
-            found = self._verdicts.get(raw)
-            if found is not None:
-                # Another text differs only in ASCII digits: it is valid UTF-8 as well.
-                return found[0][0] if found[1] else found[0][1]
         try:
             sql = raw.decode()
         except UnicodeDecodeError:
@@ -181,6 +170,27 @@ class Gate:
             elsewhere = dataclasses.replace(verdict, own_text=False) if shaped else verdict
             self._verdicts.put(raw, (verdict, elsewhere), shaped)
         return verdict
+
+    def remembered(self, raw: bytes) -> Verdict | None:
+        """The remembered verdict for this text (see ``decide_bytes``), if there is one and
+        it may be used now; nothing is decided."""
+        catalog = self.catalog
+        if self.ddl_pending or (catalog is not None and catalog.loaded_at <= self._ddl_at):
+            return None
+        made = self._verdicts_for
+        if (  # (_expire_verdicts' test, inline: this runs for every statement)
+            not made
+            or made[0] is not self.policy
+            or made[1] is not catalog
+            or made[2] != self.search_path
+            or made[3] != len(self.sticky)
+        ):
+            self._expire_verdicts()
+        found = self._verdicts.get(raw)
+        if found is None:
+            return None
+        # Another text differs only in ASCII digits: it is valid UTF-8 as well.
+        return found[0][0] if found[1] else found[0][1]
 
     def _expire_verdicts(self) -> None:
         made = self._verdicts_for

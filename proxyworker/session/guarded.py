@@ -404,6 +404,64 @@ class Guarded(Pooling):
             view = memoryview(m.parse(parsed.name, rewritten.sql, parsed.param_types))
         return b"", False, view
 
+    def _remembered_plain(
+        self, gate: Gate, data: bytes, kinds: bytearray, starts: list[int]
+    ) -> bool:
+        """A guarded session's plain chunk: every statement in it (Query, Parse) has a
+        remembered verdict that lets it through as it is — allowed, nothing to check or
+        alert, none of the worker's settings — so deciding it again (``_verdict``) would
+        record no event and change nothing. Then what deciding does besides is done here;
+        otherwise False, with nothing done."""
+        assert self.pool is not None
+        policy = self.policy
+        if policy.limits or policy.honeytoken_tables:
+            gate.catalog = self.pool.catalog.snapshot()
+        if not self._readable:
+            return False
+        verdicts: list[Verdict] = []
+        parsed: list[str] = []
+        for i, kind in enumerate(kinds):
+            if kind != m.QUERY and kind != m.PARSE:
+                continue
+            start = starts[i]
+            end = start + 1 + int.from_bytes(data[start + 1 : start + 5], "big")
+            if kind == m.QUERY:
+                raw = data[start + 5 : end - 1]
+            else:
+                body = data[start + 5 : end]
+                if body == self._parse_body:
+                    statement, raw = self._parse_memo
+                else:
+                    try:
+                        statement = m.parse_parse(body)
+                    except m.MalformedMessage:
+                        return False  # (the message-by-message path answers it)
+                    raw = statement.sql.encode()
+                    self._parse_body, self._parse_memo = body, (statement, raw)
+                parsed.append(statement.name)
+            verdict = gate.remembered(raw)
+            if (
+                verdict is None
+                or verdict.switches
+                or verdict.check_sql is not None
+                or type(verdict.decision) is not Allow
+                or verdict.decision.alerts
+                # (A write proven bounded is let through unchecked; only a Query's keeps no
+                # event: _unrefusable.)
+                or (verdict.decision.verify and (kind == m.PARSE or verdict.path != "static"))
+            ):
+                return False
+            verdicts.append(verdict)
+        for verdict in verdicts:
+            _GUARD_PATHS[verdict.path].inc()
+        for name in parsed:  # (as _gate_extended does for a Parse it lets through)
+            self._checked_statements.discard(name)
+            if self._rewritten:
+                self._rewritten.pop(name, None)
+            if self._dry_parsed:
+                self._dry_parsed.discard(name)
+        return True
+
     def _bind_armed(self) -> bool:
         """Could a Bind need anything of the guard: a statement needing the check, writes
         under honeytoken values, rewritten statements, portal tags, dry run or preview? When

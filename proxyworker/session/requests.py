@@ -118,12 +118,14 @@ class Requests(Responses):
 
     def _forward_plain(self, server: ServerConnection, data: bytes) -> bool:
         """The common chunk, forwarded as it came after one pass over its lengths: whole
-        Query, Sync and extended-protocol messages, in a session with nothing for the guard,
-        the rate limits, the worker's own settings or transaction mode's renaming to do. The
-        same bookkeeping as ``_forward``; False, with nothing done, for any other chunk."""
+        Query, Sync and extended-protocol messages whose statements the guard, if any, has
+        already decided to let through as they are (``_remembered_plain``), in a session with
+        nothing for the rate limits, dry run or preview, the worker's own settings or
+        transaction mode's renaming to do. The same bookkeeping as ``_forward``; False, with
+        nothing done, for any other chunk."""
+        gate = self.gate
         if (
-            self.gate is not None
-            or self.policy.rate is not None
+            self.policy.rate is not None
             or self.modes.active
             or self._generation != self.worker.generation
             or self._check_pending
@@ -131,6 +133,17 @@ class Requests(Responses):
             or self._decide_pending
             or self._preview_open
             or self._portal_tags
+            or (
+                gate is not None
+                and (
+                    # A guarded Query: deciding it message by message costs no more.
+                    data[0] == m.QUERY
+                    or self._tokens
+                    or self._unit_events
+                    or self.policy.rows_budget is not None
+                    or self.worker.config.audit.sample_allowed
+                )
+            )
             or (scanned := self.framer.whole(data)) is None
         ):
             return False
@@ -149,10 +162,19 @@ class Requests(Responses):
                 for i, kind in enumerate(kinds):
                     if kind == m.PARSE and data[starts[i] + 5]:
                         return False
-            if m.QUERY in kinds and (b"discard" in text or b"deallocate" in text):
-                for i, kind in enumerate(kinds):
-                    if kind == m.QUERY:
-                        self._note_statement_reset(memoryview(data)[starts[i] :], server)
+        if gate is not None and (
+            (m.BIND in kinds and self._bind_armed())
+            or not self._remembered_plain(gate, data, kinds, starts)  # (last: it counts)
+        ):
+            return False
+        if (
+            statements is not None
+            and m.QUERY in kinds
+            and (b"discard" in text or b"deallocate" in text)
+        ):
+            for i, kind in enumerate(kinds):
+                if kind == m.QUERY:
+                    self._note_statement_reset(memoryview(data)[starts[i] :], server)
         if self._carry_settings:
             self._carry_settings = False
             self._apply_settings(server)
@@ -169,6 +191,8 @@ class Requests(Responses):
             assert self._labels is not None
             self._started.extend([time.perf_counter()] * units)
             self._labels.queries.inc(units)
+            if gate is not None:
+                self._audit_pending.extend([None] * units)  # (nothing to audit)
         last = kinds[-1]
         self._unsynced = last != m.QUERY and last != m.SYNC
         self._forwarded = True

@@ -242,6 +242,7 @@ class Responses(Guarded):
         if (
             pending
             and m.COMMAND_COMPLETE in kinds
+            and pending.count(None) != len(pending)  # (the common case, without a generator)
             and any(slot is not None and slot[1] for slot in pending)
         ):
             return False

@@ -1,9 +1,10 @@
 """The client side's plain path (``Requests._forward_plain``), without sockets: a chunk of
 Query, Sync and extended-protocol messages goes to the server as it came, with the same
 bookkeeping as the message-by-message path (``Requests._forward``) — what the server is sent,
-what answers are expected, the requests timed and counted — and any chunk that needs more
-(the worker's own settings, transaction mode's renaming, COPY, FunctionCall, Terminate)
-takes the message-by-message path."""
+what answers are expected, the requests timed and counted, the guard's decisions counted and
+audited — and any chunk that needs more (the worker's own settings, transaction mode's
+renaming, COPY, FunctionCall, Terminate, a statement the guard has not decided yet or must
+check) takes the message-by-message path."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxyworker.guard.catalog import Catalog, Relation
+from proxyworker.guard.gate import Gate
 from proxyworker.protocol import messages as m
-from proxyworker.session import ClientSession
+from proxyworker.session import ClientSession, guarded
 from proxyworker.upstream.connection import ServerConnection
 from tests.support import sansio
 
@@ -31,8 +34,31 @@ upstream = "postgresql://app:pw@127.0.0.1:5432/app?sslmode=disable"
 pool_mode = "{mode}"
 
 [signatures]
-enabled = false
+enabled = {guard}
+
+[table_limits]
+{limits}
 """
+
+
+def _config(mode: str, guard: bool) -> str:
+    limits = "accounts = 100" if guard else ""
+    return _CONFIG.format(mode=mode, guard=str(guard).lower(), limits=limits)
+
+
+def _session(mode: str, guard: bool) -> tuple[ClientSession, ServerConnection]:
+    session, server, _ = sansio.session(_config(mode, guard))
+    if guard:
+        assert session.pool is not None
+        pool = session.pool
+        accounts = Relation(
+            16384, "public", "accounts", "r", None, False, False, (frozenset({"aid"}),), False
+        )
+        pool.catalog.current = Catalog(frozenset({"abs"}), (accounts,))
+        session.gate = Gate(
+            session.policy, "app", "app", sticky=pool.limited, catalog=pool.catalog.current
+        )
+    return session, server
 
 
 def _bind(portal: str, statement: str) -> bytes:
@@ -53,7 +79,12 @@ _MESSAGES = [
     m.query("SELECT 1; SELECT 2"),
     m.query("DEALLOCATE ALL"),
     m.query("SET sqlproxy.dry_run = off"),
+    m.query("SELECT v FROM accounts WHERE aid = 7"),
     m.parse("", "SELECT $1::int"),
+    m.parse("", "SELECT v FROM accounts WHERE aid = 12"),
+    m.parse("", "UPDATE accounts SET v = 1 WHERE aid = 3"),  # bounded: proven, not checked
+    m.parse("", "UPDATE accounts SET v = 1"),  # checked by the server's counters
+    m.parse("", "SELECT pg_sleep(0)"),  # a signature: denied
     m.parse("s1", "SELECT 2"),
     _bind("", ""),
     _bind("p1", "s1"),
@@ -71,9 +102,16 @@ _MESSAGES = [
 ]
 
 
+def _paths() -> dict[str, float]:
+    return {path: counter.value for path, counter in guarded._GUARD_PATHS.items()}
+
+
 def _state(session: ClientSession, server: ServerConnection) -> tuple[object, ...]:
     assert session._labels is not None
     return (
+        [None if slot is None else (len(slot[0]), slot[1]) for slot in session._audit_pending],
+        len(session._unit_events),
+        sorted(session._checked_statements),
         sansio.sent(server),
         list(session.tracker._queue),
         len(session._started),
@@ -94,26 +132,33 @@ def _message_by_message(session: ClientSession, server: ServerConnection, chunk:
     session._forward(msgs, chunk if session.framer.aligned else None)
 
 
+@pytest.mark.parametrize("guard", [False, True], ids=["no policy", "guarded"])
 @pytest.mark.parametrize("mode", ["session", "transaction"])
-@given(chunks=st.lists(st.lists(st.sampled_from(_MESSAGES), min_size=1, max_size=6), max_size=5))
+@given(chunks=st.lists(st.lists(st.sampled_from(_MESSAGES), min_size=1, max_size=6), max_size=6))
 @settings(max_examples=150, deadline=None)
 def test_the_plain_path_does_what_message_by_message_does(
-    mode: str, chunks: list[list[bytes]]
+    mode: str, guard: bool, chunks: list[list[bytes]]
 ) -> None:
-    plain, plain_server, _ = sansio.session(_CONFIG.format(mode=mode))
-    each, each_server, _ = sansio.session(_CONFIG.format(mode=mode))
+    plain, plain_server = _session(mode, guard)
+    each, each_server = _session(mode, guard)
     for server in (plain_server, each_server):
         server.prepared["_sqlp9_1"] = None  # another client's statement, on the same server
     for messages in chunks:
         chunk = b"".join(messages)
+        before = _paths()
         plain._client_data(chunk)
+        middle = _paths()
         _message_by_message(each, each_server, chunk)
+        after = _paths()
         assert _state(plain, plain_server) == _state(each, each_server)
         assert sansio.sent_to_client(plain) == sansio.sent_to_client(each)
+        assert {p: middle[p] - before[p] for p in before} == {
+            p: after[p] - middle[p] for p in before
+        }
 
 
 def test_an_extended_batch_goes_out_as_it_came() -> None:
-    session, server, _ = sansio.session(_CONFIG.format(mode="session"))
+    session, server = _session("session", guard=False)
     chunk = b"".join(
         [
             m.parse("", "SELECT $1::int"),
@@ -136,7 +181,7 @@ def test_an_extended_batch_goes_out_as_it_came() -> None:
 
 
 def test_transaction_mode_takes_a_server_and_renames_named_statements() -> None:
-    session, server, _ = sansio.session(_CONFIG.format(mode="transaction"))
+    session, server = _session("transaction", guard=False)
     assert session.server is None
     session._client_data(m.query("SELECT 1"))
     assert session.server is server
