@@ -324,12 +324,17 @@ class Guarded(Pooling):
         """Parse: decide; a denial replaces it by a statement that fails in its place
         (returned with True); under dry run or preview, or for the worker's own settings, the
         Parse may carry other text (the view returned). Bind of a statement that needs the
-        check arms it for the next Sync or Flush and gets the baseline sent before it."""
+        check arms it for the next Sync or Flush and gets the baseline sent before it; Bind of
+        one whose executions are audited records its decision again, unless its Parse is in
+        the same request (that Parse's event is this execution's)."""
         body = view[5:]
         if kind == m.BIND:
             # (``_forward`` calls this for a Bind only when something is armed: ``_bind_armed``.)
             portal, name, _ = m.split_bind(body)
             prefix = b""
+            audited = self._audited_statements.get(name)
+            if audited is not None and name not in self._parsed_now:
+                self._record(audited, "extended")  # a decision made again, for this execution
             if name in self._checked_statements:
                 self._check_pending = True
                 baseline = gate.baseline()
@@ -364,6 +369,13 @@ class Guarded(Pooling):
             self._parse_body, self._parse_memo = raw_body, (parsed, raw)
         verdict = self._verdict(gate, server, raw, "extended")
         decision = verdict.decision
+        if type(decision) is Allow and (
+            decision.verify or decision.alerts or self.worker.config.audit.sample_allowed
+        ):
+            self._audited_statements[parsed.name] = verdict
+            self._parsed_now.add(parsed.name)
+        elif self._audited_statements:
+            self._audited_statements.pop(parsed.name, None)
         if isinstance(decision, Deny):
             self._checked_statements.discard(parsed.name)
             self._rewritten.pop(parsed.name, None)
@@ -456,6 +468,8 @@ class Guarded(Pooling):
             _GUARD_PATHS[verdict.path].inc()
         for name in parsed:  # (as _gate_extended does for a Parse it lets through)
             self._checked_statements.discard(name)
+            if self._audited_statements:
+                self._audited_statements.pop(name, None)
             if self._rewritten:
                 self._rewritten.pop(name, None)
             if self._dry_parsed:
@@ -463,11 +477,13 @@ class Guarded(Pooling):
         return True
 
     def _bind_armed(self) -> bool:
-        """Could a Bind need anything of the guard: a statement needing the check, writes
-        under honeytoken values, rewritten statements, portal tags, dry run or preview? When
+        """Could a Bind need anything of the guard: a statement needing the check or whose
+        executions are audited, writes under honeytoken values, rewritten statements, portal
+        tags, dry run or preview? When
         not, ``_gate_extended`` would return the Bind unchanged with nothing to do."""
         return bool(
             self._checked_statements
+            or self._audited_statements
             or self._writing
             or self._rewritten
             or self._portal_tags

@@ -193,6 +193,8 @@ class Requests(Responses):
             self._labels.queries.inc(units)
             if gate is not None:
                 self._audit_pending.extend([None] * units)  # (nothing to audit)
+                if self._parsed_now:
+                    self._parsed_now.clear()
         last = kinds[-1]
         self._unsynced = last != m.QUERY and last != m.SYNC
         self._forwarded = True
@@ -257,6 +259,7 @@ class Requests(Responses):
                     if not self.worker.config.listen.allow_function_call:
                         replacement = self._deny_function_call()
                 if self.gate is not None:
+                    self._parsed_now.clear()
                     # The decisions made for this request, audited when it completes.
                     if self._unit_events or self.policy.rows_budget is not None:
                         self._audit_pending.append(self._audit_slot())

@@ -96,6 +96,21 @@ def _shift_position(view: memoryview, plan: QueryPlan) -> memoryview:
     return memoryview(m.message(m.ERROR_RESPONSE, body))
 
 
+def _clients_statement(expectation: Expectation | None, completes: int) -> bool:
+    """Does a CommandComplete answering ``expectation`` end a statement of the client's, not
+    one the guard added (the limit check, its baseline, a worker's own request)? For a rebuilt
+    Query, ``completes`` is how many CommandCompletes of it came before this one."""
+    if expectation is None:
+        return True
+    action = expectation.action
+    if action is Action.SWALLOW or action is Action.CHECK:
+        return False
+    plan = expectation.tag
+    return not (
+        action is Action.CHECK_QUERY and isinstance(plan, QueryPlan) and completes in plan.drop
+    )
+
+
 def _is_denial(view: memoryview) -> bool:
     fields = m.parse_fields(view[5:])
     return fields.get("C") == DENIED and fields.get("M", "").startswith("sqlproxy: ")
@@ -164,7 +179,12 @@ class Responses(Guarded):
                 continue
             elif kind == m.COMMAND_COMPLETE:
                 pending = self._audit_pending
-                if pending and (slot := pending[0]) is not None and slot[1]:
+                if (
+                    pending
+                    and (slot := pending[0]) is not None
+                    and slot[1]
+                    and _clients_statement(expectation, self._completes)
+                ):
                     self._last_tag = bytes(view[5:-1])
                     self._tag_rows += rows_of_tag(self._last_tag)
                 if expectation is not None and expectation.request is Request.EXECUTE:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, cast
 
 from proxyworker import metrics
 from proxyworker.analysis import StatementInfo
-from proxyworker.guard.gate import Gate
+from proxyworker.guard.gate import Gate, Verdict
 from proxyworker.guard.rewrite import Modes, Statement, forced_dry_run
 from proxyworker.prepared import PreparedStatements
 from proxyworker.protocol import messages as m
@@ -115,6 +115,11 @@ class SessionState(asyncio.Protocol):
         self._held: list[memoryview] | None = None  # answers withheld until a check decides
         self._held_bytes = 0
         self._checked_statements: set[str] = set()  # extended: statements needing the check
+        # Extended: the verdict of each prepared statement whose every execution is audited
+        # (checked, alerting or sampled), and those parsed in the request being sent (their
+        # Parse's event stands for the first execution when it is in the same request).
+        self._audited_statements: dict[str, Verdict] = {}
+        self._parsed_now: set[str] = set()
         self._check_pending = False
         # Dry run and preview (rewrite.py): the switches, the tags rolled back so far, the
         # CommandComplete count of the planned Query being answered, per extended-protocol

@@ -379,8 +379,8 @@ def test_no_audit_event_is_lost_while_redis_is_away(
 
     def client(db: str) -> None:
         # Every statement is audited: allowed ones (sample_allowed = 1.0) and refused ones.
-        # (Decisions are made at Parse: a statement prepared once and executed again is not
-        # decided, nor audited, again; psycopg would prepare after 5 executions.)
+        # (No prepared statements: the request that prepares one gets an event of its own,
+        # which the count below does not expect.)
         n = 0
         try:
             with psycopg.connect(proc.dsn(db), autocommit=True, prepare_threshold=None) as conn:

@@ -368,6 +368,61 @@ def test_it_audits_refusals_made_by_the_server_side_check(guarded: WorkerProcess
     assert event["message"] == "sqlproxy: statement refused by table_limits"
 
 
+def test_it_audits_every_execution_of_a_prepared_statement(guarded: WorkerProcess, db: str) -> None:
+    """Prepared once (Parse, in a request of its own), executed again and again (Bind,
+    Execute): each execution is decided and audited — sampled allowed ones with their tags,
+    and the execution the server-side check refuses."""
+    marker = f"prepared_probe_{db}"
+    with psycopg.connect(guarded.dsn(db), autocommit=True, prepare_threshold=0) as conn:
+        for i in range(3):
+            conn.execute(f"SELECT %s::int AS {marker}", (i,))
+        update = f"UPDATE guarded_users AS {marker} SET name = name WHERE id = ANY(%s)"
+        conn.execute(update, ([1, 2],))
+        conn.execute(update, ([3, 4],))
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute(update, (list(range(10, 21)),))  # 11 rows, the limit is 5
+        assert conn.execute("SELECT 1 AS still_usable").fetchone() == (1,)
+
+    def executions(verb: str) -> list[tuple[object, object]]:
+        """(decision, command tag or rule) of the statement's events, but for the event of
+        its Parse alone (allowed, no command tag: it ran nothing)."""
+        return [
+            (e["decision"], e["rule"] if e["decision"] == "deny" else e.get("command_tag"))
+            for e in audit_events(guarded)
+            if marker in str(e.get("normalized"))
+            and str(e.get("normalized")).startswith(verb)
+            and (e["decision"] == "deny" or e.get("command_tag") is not None)
+        ]
+
+    wait_until(lambda: len(executions("UPDATE")) >= 3, timeout=10)
+    assert executions("SELECT") == [("allow", "SELECT 1")] * 3
+    assert executions("UPDATE") == [
+        ("allow", "UPDATE 2"),
+        ("allow", "UPDATE 2"),
+        ("deny", "table_limit"),
+    ]
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_a_verified_statement_is_audited_with_its_own_command_tag(
+    guarded: WorkerProcess, db: str, protocol: str
+) -> None:
+    """Not the tag of the check the guard runs after it (a DO block)."""
+    marker = f"tag_probe_{protocol}_{db}"
+    with connect(guarded, db, protocol) as conn:
+        conn.execute(f"UPDATE guarded_users AS {marker} SET name = name WHERE id IN (7, 8, 9)")
+
+    def tags() -> list[object]:
+        return [
+            e.get("command_tag")
+            for e in audit_events(guarded)
+            if marker in str(e.get("normalized")) and e["decision"] == "allow"
+        ]
+
+    wait_until(lambda: len(tags()) >= 1, timeout=10)
+    assert tags() == ["UPDATE 3"]
+
+
 def guard_paths(proc: WorkerProcess) -> dict[str, float]:
     _, text = proc.http("/metrics")
     return {
