@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -48,9 +49,17 @@ def environment() -> dict[str, str]:
     env.setdefault("SQLPROXY_FLEET_LISTEN_PORT", str(PROXY_PORT))
     env.setdefault("SQLPROXY_FLEET_ADMIN_PORT", str(ADMIN_PORT))
     env.setdefault("SQLPROXY_STREAM_WORKER", f"127.0.0.1:{PROXY_PORT}")
-    secrets_file = os.path.join(RUN, "secrets.env")
+    # Per user, not per checkout: every checkout's `make run` shares the sqlproxy_cp database,
+    # whose upstream credentials only the key that encrypted them can read.
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    os.makedirs(os.path.join(state, "sqlproxy"), mode=0o700, exist_ok=True)
+    secrets_file = os.path.join(state, "sqlproxy", "secrets.env")
+    earlier = os.path.join(RUN, "secrets.env")  # where checkouts kept them before
+    if not os.path.exists(secrets_file) and os.path.exists(earlier):
+        shutil.copyfile(earlier, secrets_file)
+        os.chmod(secrets_file, 0o600)
     if not os.path.exists(secrets_file):  # stable across runs: encrypted credentials survive
-        with open(secrets_file, "w") as fh:
+        with open(os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
             # A Fernet key: 32 random bytes, url-safe base64.
             fh.write(f"SQLPROXY_SECRET_KEY={base64.urlsafe_b64encode(os.urandom(32)).decode()}\n")
             fh.write(f"DJANGO_SECRET_KEY={os.urandom(32).hex()}\n")
