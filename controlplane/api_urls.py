@@ -11,4 +11,5 @@ urlpatterns = [
     path("", include("controlplane.policies.api.urls")),
     path("", include("controlplane.audit.api.urls")),
     path("", include("controlplane.reports.api.urls")),
+    path("", include("controlplane.alerts.api.urls")),
 ]
