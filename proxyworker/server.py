@@ -221,11 +221,10 @@ class Worker:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((listen.host, listen.port))
         self.port = sock.getsockname()[1]
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it
         sock.listen(1024)
         sock.setblocking(False)
         server = await loop.create_server(lambda: ClientSession(self), sock=sock, backlog=1024)
-        for s in server.sockets:
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._servers.append(server)
         if self.workers > 1:
             peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -33,30 +33,30 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from .statement import StatementInfo, StatementKind
 
 _T = TypeVar("_T")
 
-MAX_SHAPED_TEXT = 8192
+MAX_SHAPED_TEXT: Final = 8192
 """Longer texts are not stored: they are rarely repeated and would pin memory."""
 
-_ZEROS = bytes.maketrans(b"0123456789", b"0000000000")
-_EXACT = -1
+_ZEROS: Final = bytes.maketrans(b"0123456789", b"0000000000")
+_EXACT: Final = -1
 """A stored text that only the same text finds."""
-_RUN = re.compile(rb"[0-9]+")
+_RUN: Final = re.compile(rb"[0-9]+")
 
 # Leftmost match wins, as in the server's lexer: a quoted identifier is consumed whole, a
 # string with doubled quotes is one literal, a number must stand alone (neither neighbour could
 # continue it: letters, digits, _, $, ., non-ASCII).
-_LITERAL = re.compile(
+_LITERAL: Final = re.compile(
     rb'(?P<ident>"[^"]*")'
     rb"|'[^']*(?:''[^']*)*'"
     rb"|(?<![\w$.\x80-\xff])(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?(?![\w$.\x80-\xff])"
 )
 # Outside the literals found (strings as NUL): what the regex may not read as the server does.
-_UNSAFE = re.compile(rb"--|/\*|\$(?!\d)|[\w$&\x80-\xff]\x00")
+_UNSAFE: Final = re.compile(rb"--|/\*|\$(?!\d)|[\w$&\x80-\xff]\x00")
 
 
 def fixed_digits(raw: bytes) -> int | None:
@@ -162,7 +162,7 @@ class ShapeCache(Generic[_T]):
 
 
 # Statement kinds whose effects depend on names and structure only, never on literal values.
-_SHAPED = frozenset(
+_SHAPED: Final = frozenset(
     {
         StatementKind.SELECT,
         StatementKind.INSERT,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from typing import Final
 
 from proxyworker.analysis import (
     AnalysisError,
@@ -48,7 +49,7 @@ from proxyworker.policy.engine import (
     may_change_rows,
 )
 
-CATALOG_UNKNOWN = Deny(
+CATALOG_UNKNOWN: Final = Deny(
     "catalog_unknown",
     "sqlproxy: statement refused: the guard cannot verify it right now",
     detail="The upstream catalog could not be read, so row limits cannot be checked.",
@@ -56,7 +57,7 @@ CATALOG_UNKNOWN = Deny(
 )
 
 
-NONSTANDARD_STRINGS = Deny(
+NONSTANDARD_STRINGS: Final = Deny(
     "standard_conforming_strings",
     "sqlproxy: statement refused: standard_conforming_strings is off",
     detail="With it off, backslashes change how string literals end, so the proxy could "
@@ -65,14 +66,14 @@ NONSTANDARD_STRINGS = Deny(
 )
 
 
-_INERT = (StatementKind.TRANSACTION, StatementKind.SET, StatementKind.CLOSE)
+_INERT: Final = (StatementKind.TRANSACTION, StatementKind.SET, StatementKind.CLOSE)
 
-NOT_UTF8 = Deny("encoding", "sqlproxy: statement refused: text is not valid UTF-8")
+NOT_UTF8: Final = Deny("encoding", "sqlproxy: statement refused: text is not valid UTF-8")
 
-MAX_VERDICTS = 1024
+MAX_VERDICTS: Final = 1024
 """Remembered verdicts per session (texts and shapes); all are dropped when it is full."""
 
-_CHANGES_GATE = (StatementKind.DDL, StatementKind.UTILITY)
+_CHANGES_GATE: Final = (StatementKind.DDL, StatementKind.UTILITY)
 
 
 def _reusable(verdict: Verdict) -> bool:
@@ -427,7 +428,7 @@ def deny_statement(decision: Deny) -> str:
     return raise_sql(decision.message, decision.detail, decision.hint, sqlstate)
 
 
-ROWS_EXHAUSTED = Deny(
+ROWS_EXHAUSTED: Final = Deny(
     "rate_limit",
     "sqlproxy: statement refused by rate_limits",
     detail="rows_changed_per_minute: this user's budget of changed rows is used up.",

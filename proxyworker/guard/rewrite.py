@@ -335,7 +335,7 @@ def plan_query(
             wrote = False
         elif op is TransactionOp.ROLLBACK_TO:
             failed = False
-        if op in (TransactionOp.BEGIN, *_ENDS):
+        if op is TransactionOp.BEGIN or op in _ENDS:
             need_baseline = checks is not None
             since_boundary = False
     if checks is not None and since_boundary and not failed:

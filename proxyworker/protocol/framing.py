@@ -14,14 +14,15 @@ raises ``MalformedMessage``; the caller answers 08P01 and closes.
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from proxyworker.protocol.messages import MalformedMessage
 
-CONTINUATION = -1
+CONTINUATION: Final = -1
 """Kind of a piece of a pass-through message after its first piece."""
 
-_LEN = struct.Struct("!i")
-_EMPTY = memoryview(b"")
+_LEN: Final = struct.Struct("!i")
+_EMPTY: Final = memoryview(b"")
 
 
 class Framer:
@@ -50,32 +51,31 @@ class Framer:
         """Bytes of an incomplete message held back."""
         return len(self._buf)
 
-    def whole(self, data: bytes) -> tuple[bytearray, list[int]] | None:
-        """The kinds and start offsets of the messages in ``data`` when it is made of whole
-        messages and nothing is held back; otherwise None, and nothing changes (``feed`` then
-        does the work, and reports what is malformed). Builds no views: for a chunk that is
-        relayed as it came."""
+    def whole(self, data: bytes) -> list[int] | None:
+        """The offsets at which the messages of ``data`` start (the kind of each is the byte
+        there) when it is made of whole messages and nothing is held back; otherwise None,
+        and nothing changes (``feed`` then does the work, and reports what is malformed).
+        Builds no views: for a chunk that is relayed as it came."""
         if self._buf or self._skip:
             return None
-        kinds = bytearray()
         starts: list[int] = []
-        unpack = _LEN.unpack_from
         limit = self._max
         pos = 0
         n = len(data)
         while pos < n:
             if n - pos < 5:
                 return None
-            length = unpack(data, pos + 1)[0]
+            # (Read unsigned: a length over 2**31 is over the limit, as it is negative signed.)
+            length = (data[pos + 1] << 24) | (data[pos + 2] << 16) | (data[pos + 3] << 8)
+            length |= data[pos + 4]
             if length < 4 or length > limit:
                 return None
-            kinds.append(data[pos])
             starts.append(pos)
             pos += 1 + length
         if pos != n:
             return None
         self.aligned = True
-        return kinds, starts
+        return starts
 
     def feed(self, data: bytes) -> list[tuple[int, memoryview]]:
         out: list[tuple[int, memoryview]] = []

@@ -10,63 +10,64 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 # Frontend (client -> server) message types.
-QUERY = ord("Q")
-PARSE = ord("P")
-BIND = ord("B")
-DESCRIBE = ord("D")
-EXECUTE = ord("E")
-CLOSE = ord("C")
-SYNC = ord("S")
-FLUSH = ord("H")
-FUNCTION_CALL = ord("F")
-TERMINATE = ord("X")
-COPY_DATA = ord("d")
-COPY_DONE = ord("c")
-COPY_FAIL = ord("f")
-PASSWORD = ord("p")  # PasswordMessage, SASLInitialResponse, SASLResponse
+QUERY: Final[int] = ord("Q")
+PARSE: Final[int] = ord("P")
+BIND: Final[int] = ord("B")
+DESCRIBE: Final[int] = ord("D")
+EXECUTE: Final[int] = ord("E")
+CLOSE: Final[int] = ord("C")
+SYNC: Final[int] = ord("S")
+FLUSH: Final[int] = ord("H")
+FUNCTION_CALL: Final[int] = ord("F")
+TERMINATE: Final[int] = ord("X")
+COPY_DATA: Final[int] = ord("d")
+COPY_DONE: Final[int] = ord("c")
+COPY_FAIL: Final[int] = ord("f")
+PASSWORD: Final[int] = ord("p")  # PasswordMessage, SASLInitialResponse, SASLResponse
 
 # Backend (server -> client) message types.
-AUTHENTICATION = ord("R")
-BACKEND_KEY_DATA = ord("K")
-PARAMETER_STATUS = ord("S")
-READY_FOR_QUERY = ord("Z")
-ERROR_RESPONSE = ord("E")
-NOTICE_RESPONSE = ord("N")
-NOTIFICATION_RESPONSE = ord("A")
-NEGOTIATE_PROTOCOL_VERSION = ord("v")
-PARSE_COMPLETE = ord("1")
-BIND_COMPLETE = ord("2")
-CLOSE_COMPLETE = ord("3")
-COMMAND_COMPLETE = ord("C")
-DATA_ROW = ord("D")
-ROW_DESCRIPTION = ord("T")
-PARAMETER_DESCRIPTION = ord("t")
-NO_DATA = ord("n")
-EMPTY_QUERY = ord("I")
-PORTAL_SUSPENDED = ord("s")
-COPY_IN_RESPONSE = ord("G")
-COPY_OUT_RESPONSE = ord("H")
-COPY_BOTH_RESPONSE = ord("W")
-FUNCTION_CALL_RESPONSE = ord("V")
+AUTHENTICATION: Final[int] = ord("R")
+BACKEND_KEY_DATA: Final[int] = ord("K")
+PARAMETER_STATUS: Final[int] = ord("S")
+READY_FOR_QUERY: Final[int] = ord("Z")
+ERROR_RESPONSE: Final[int] = ord("E")
+NOTICE_RESPONSE: Final[int] = ord("N")
+NOTIFICATION_RESPONSE: Final[int] = ord("A")
+NEGOTIATE_PROTOCOL_VERSION: Final[int] = ord("v")
+PARSE_COMPLETE: Final[int] = ord("1")
+BIND_COMPLETE: Final[int] = ord("2")
+CLOSE_COMPLETE: Final[int] = ord("3")
+COMMAND_COMPLETE: Final[int] = ord("C")
+DATA_ROW: Final[int] = ord("D")
+ROW_DESCRIPTION: Final[int] = ord("T")
+PARAMETER_DESCRIPTION: Final[int] = ord("t")
+NO_DATA: Final[int] = ord("n")
+EMPTY_QUERY: Final[int] = ord("I")
+PORTAL_SUSPENDED: Final[int] = ord("s")
+COPY_IN_RESPONSE: Final[int] = ord("G")
+COPY_OUT_RESPONSE: Final[int] = ord("H")
+COPY_BOTH_RESPONSE: Final[int] = ord("W")
+FUNCTION_CALL_RESPONSE: Final[int] = ord("V")
 
 # Authentication request codes (body of 'R').
-AUTH_OK = 0
-AUTH_CLEARTEXT = 3
-AUTH_MD5 = 5
-AUTH_SASL = 10
-AUTH_SASL_CONTINUE = 11
-AUTH_SASL_FINAL = 12
+AUTH_OK: Final = 0
+AUTH_CLEARTEXT: Final = 3
+AUTH_MD5: Final = 5
+AUTH_SASL: Final = 10
+AUTH_SASL_CONTINUE: Final = 11
+AUTH_SASL_FINAL: Final = 12
 
 # Special startup-packet codes.
-PROTOCOL_3_0 = 196608  # 3 << 16
-SSL_REQUEST = 80877103
-GSSENC_REQUEST = 80877104
-CANCEL_REQUEST = 80877102
+PROTOCOL_3_0: Final = 196608  # 3 << 16
+SSL_REQUEST: Final = 80877103
+GSSENC_REQUEST: Final = 80877104
+CANCEL_REQUEST: Final = 80877102
 
-_I32 = struct.Struct("!i")
-_HDR = struct.Struct("!ci")
+_I32: Final = struct.Struct("!i")
+_HDR: Final = struct.Struct("!ci")
 
 
 def message(kind: int, body: bytes = b"") -> bytes:

@@ -16,8 +16,7 @@ withheld answers of earlier requests are released. Nothing here does I/O.
 from __future__ import annotations
 
 import enum
-from collections import deque
-from dataclasses import dataclass
+from typing import Final
 
 from proxyworker.protocol import messages as m
 
@@ -42,7 +41,7 @@ class Action(enum.IntEnum):
 
 
 # Terminal message kinds per request; ReadyForQuery ends SYNC and QUERY.
-_TERMINAL: dict[Request, frozenset[int]] = {
+_TERMINAL: Final[dict[Request, frozenset[int]]] = {
     Request.PARSE: frozenset({m.PARSE_COMPLETE}),
     Request.BIND: frozenset({m.BIND_COMPLETE}),
     Request.DESCRIBE_STATEMENT: frozenset({m.ROW_DESCRIPTION, m.NO_DATA}),
@@ -52,56 +51,105 @@ _TERMINAL: dict[Request, frozenset[int]] = {
     Request.SYNC: frozenset({m.READY_FOR_QUERY}),
     Request.QUERY: frozenset({m.READY_FOR_QUERY}),
 }
-_ASYNC = frozenset({m.NOTICE_RESPONSE, m.NOTIFICATION_RESPONSE, m.PARAMETER_STATUS})
-_UNIT_END = (Request.SYNC, Request.QUERY)
+_ASYNC: Final = frozenset({m.NOTICE_RESPONSE, m.NOTIFICATION_RESPONSE, m.PARAMETER_STATUS})
+_UNIT_END: Final = (Request.SYNC, Request.QUERY)
+# Server messages that are nothing but answers (no error, notice, notification, setting or
+# COPY): what ``route_forwarded`` takes, one flag per message kind.
+_ANSWERS: Final = bytes(
+    kind
+    in (
+        m.ROW_DESCRIPTION,
+        m.DATA_ROW,
+        m.COMMAND_COMPLETE,
+        m.READY_FOR_QUERY,
+        m.PARSE_COMPLETE,
+        m.BIND_COMPLETE,
+        m.CLOSE_COMPLETE,
+        m.NO_DATA,
+        m.PARAMETER_DESCRIPTION,
+        m.PORTAL_SUSPENDED,
+        m.EMPTY_QUERY,
+    )
+    for kind in range(256)
+)
+_COMPACT_AT: Final = 64
+"""Answered expectations kept at the front of the queue before it is compacted."""
 
 
 class ProtocolDesync(Exception):
     """The server answered something no request asked for."""
 
 
-@dataclass(frozen=True, slots=True)
 class Expectation:
-    request: Request
-    action: Action = Action.FORWARD
-    tag: object = None
-    """Caller's data, e.g. the server-side name a Parse creates."""
+    """One request awaiting its answer; never changed once made (shared: ``FORWARDED``)."""
+
+    __slots__ = ("action", "forwarded_terminal", "request", "tag")
+
+    def __init__(
+        self, request: Request, action: Action = Action.FORWARD, tag: object = None
+    ) -> None:
+        self.request: Final = request
+        self.action: Final = action
+        self.tag: Final = tag
+        """Caller's data, e.g. the server-side name a Parse creates."""
+        forwarded = action is Action.FORWARD and (tag is None or request is not Request.EXECUTE)
+        self.forwarded_terminal: Final = _TERMINAL[request] if forwarded else None
+        """What ends the answer to a request forwarded as is (an Execute's tag renames its
+        CommandComplete); None for any other request (``route_forwarded``)."""
+
+    def __repr__(self) -> str:
+        return f"Expectation({self.request!r}, {self.action!r}, {self.tag!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Expectation):
+            return NotImplemented
+        return (self.request, self.action, self.tag) == (other.request, other.action, other.tag)
+
+    def __hash__(self) -> int:
+        return hash((self.request, self.action))
 
 
-# The expectation of a request forwarded as is, one per kind of request: most requests are,
-# and sharing them spares an object per message.
-# (Keyed by int: ``expect_forwarded`` looks them up by the requests' numbers.)
-_FORWARDED: dict[int, Expectation] = {r: Expectation(r) for r in Request}
-
-
-def _forwarded_terminal(expectation: Expectation) -> frozenset[int] | None:
-    """What ends the answer to a request forwarded as is; None for any other request."""
-    if expectation.action is not Action.FORWARD or (
-        expectation.tag is not None and expectation.request is Request.EXECUTE
-    ):
-        return None
-    return _TERMINAL[expectation.request]
+FORWARDED: Final = tuple(Expectation(Request(n)) if n else None for n in range(len(Request) + 1))
+"""The expectation of a request forwarded as is, by the request's number: most requests are,
+and sharing them spares an object per message."""
 
 
 class ResponseTracker:
-    __slots__ = ("_queue", "_skipping", "dropped")
+    """The requests awaiting an answer, oldest first: ``_queue[_head:]`` (a list with a moving
+    head pops from the front without a deque's method calls; it is compacted when it empties,
+    or when answered expectations pile up at its front)."""
+
+    __slots__ = ("_head", "_queue", "_skipping", "dropped")
 
     def __init__(self) -> None:
-        self._queue: deque[Expectation] = deque()
+        self._queue: list[Expectation] = []
+        self._head = 0
         self._skipping = False
         self.dropped: list[Expectation] = []
         """Requests sent after an error whose Sync had not been sent yet: the server skips
         them. The caller takes them (as it takes what ``skip_unit`` returns)."""
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._queue) - self._head
+
+    def _pop(self, count: int) -> None:
+        """Forget the ``count`` oldest expectations (answered)."""
+        head = self._head + count
+        queue = self._queue
+        if head == len(queue):
+            queue.clear()
+            head = 0
+        elif head >= _COMPACT_AT:
+            del queue[:head]
+            head = 0
+        self._head = head
 
     def expect(self, request: Request, action: Action = Action.FORWARD, tag: object = None) -> None:
-        expectation = (
-            _FORWARDED[request]
-            if action is Action.FORWARD and tag is None
-            else Expectation(request, action, tag)
-        )
+        if action is Action.FORWARD and tag is None:
+            expectation = FORWARDED[request]
+            assert expectation is not None
+        else:
+            expectation = Expectation(request, action, tag)
         if self._skipping:
             if request not in _UNIT_END:
                 self.dropped.append(expectation)
@@ -109,18 +157,19 @@ class ResponseTracker:
             self._skipping = False
         self._queue.append(expectation)
 
-    def expect_forwarded(self, requests: bytes | bytearray) -> None:
-        """``expect`` for requests forwarded as is, given as their numbers (``Request``
-        values, one byte each)."""
+    def expect_forwarded(self, expectations: list[Expectation]) -> None:
+        """``expect`` for requests forwarded as is, given as their ``FORWARDED``
+        expectations."""
         if self._skipping:
-            for number in requests:
-                self.expect(Request(number))
+            for expectation in expectations:
+                self.expect(expectation.request)
         else:
-            self._queue.extend(map(_FORWARDED.__getitem__, requests))
+            self._queue.extend(expectations)
 
     def units_in_flight(self) -> int:
         """Requests ending with ReadyForQuery that have not been answered yet."""
-        return sum(1 for e in self._queue if e.request in _UNIT_END)
+        queue = self._queue
+        return sum(1 for i in range(self._head, len(queue)) if queue[i].request in _UNIT_END)
 
     def route(self, kind: int) -> tuple[Expectation | None, bool]:
         """The request a server message answers (None: asynchronous) and whether the message
@@ -128,51 +177,59 @@ class ResponseTracker:
         if kind in _ASYNC:
             return None, False
         queue = self._queue
-        if not queue:
+        if self._head == len(queue):
             if kind == m.ERROR_RESPONSE:
                 return None, False  # the server's own FATAL before it closes (shutdown, timeout)
             raise ProtocolDesync(f"server sent {chr(kind)!r} with no request outstanding")
-        head = queue[0]
+        head = queue[self._head]
         if kind in _TERMINAL[head.request] or (
             kind == m.ERROR_RESPONSE and head.request not in _UNIT_END
         ):
-            queue.popleft()
+            self._pop(1)
             return head, True
         return head, False
 
-    def route_forwarded(self, kinds: bytes | bytearray) -> list[tuple[int, Expectation]] | None:
-        """``route`` for a run of messages none of which is asynchronous or an error, when
-        each answers a request forwarded as is (FORWARD, no tag on an Execute): the requests
-        they end, each with the index of the message that ends it. None, with nothing
-        routed, when one does not (or answers no request): route them one by one."""
+    def route_forwarded(
+        self, data: bytes, starts: list[int]
+    ) -> list[tuple[int, Expectation]] | None:
+        """``route`` for a chunk of whole messages (``Framer.whole``: the offset each starts
+        at) when every one is only an answer (no error, asynchronous or COPY message) to a
+        request forwarded as is: the requests they end, each with the offset of the message
+        that ends it. None, with nothing routed, for any other chunk: route it message by
+        message."""
         queue = self._queue
-        depth = len(queue)
+        end = len(queue)
+        at = self._head  # the request the next message answers
         ended: list[tuple[int, Expectation]] = []
-        at = 0  # the request the next message answers
-        terminal = _forwarded_terminal(queue[0]) if depth else None
-        for index, kind in enumerate(kinds):
+        for start in starts:
+            kind = data[start]
+            if at == end or not _ANSWERS[kind]:
+                return None
+            expectation = queue[at]
+            terminal = expectation.forwarded_terminal
             if terminal is None:
                 return None
             if kind in terminal:
-                ended.append((index, queue[at]))
+                ended.append((start, expectation))
                 at += 1
-                terminal = _forwarded_terminal(queue[at]) if at < depth else None
-        for _ in range(at):
-            queue.popleft()
+        if ended:
+            self._pop(at - self._head)
         return ended
 
     def skip_unit(self) -> list[Expectation]:
         """After an ErrorResponse the server skips to the Sync: drop what it will not answer."""
         queue = self._queue
         skipped = []
-        while queue and queue[0].request not in _UNIT_END:
-            skipped.append(queue.popleft())
+        while self._head < len(queue) and queue[self._head].request not in _UNIT_END:
+            skipped.append(queue[self._head])
+            self._pop(1)
         # A pipelining client may not have sent the Sync yet: what it sends before it is
         # skipped by the server too, so it must not wait in the queue for an answer.
-        self._skipping = not queue
+        self._skipping = not len(self)
         return skipped
 
     def clear(self) -> None:
         self._queue.clear()
+        self._head = 0
         self._skipping = False
         self.dropped.clear()

@@ -1,5 +1,6 @@
 """``ClientSession``: the asyncio protocol callbacks of a client connection, the callbacks
-its server connection makes (``RelayTarget``), and the end of the connection.
+its server connection makes (``server_data``, ``server_lost``, ...), and the end of the
+connection.
 """
 
 from __future__ import annotations

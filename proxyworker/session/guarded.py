@@ -17,7 +17,7 @@ import logging
 import random
 import re
 import time
-from typing import Literal
+from typing import Final, Literal
 
 from proxyworker import metrics
 from proxyworker.config.events import AuditEvent
@@ -48,16 +48,16 @@ from proxyworker.upstream.connection import ServerConnection
 
 log = logging.getLogger(__name__)
 
-_UNSAMPLED = "\x00unsampled"  # marks a kept event that is not emitted if allowed
-_MEASURED = re.compile(r"([^,]+)=(-?\d+)")
+_UNSAMPLED: Final = "\x00unsampled"  # marks a kept event that is not emitted if allowed
+_MEASURED: Final = re.compile(r"([^,]+)=(-?\d+)")
 # Cheap test for the worker's own settings in a session without a policy.
-_MENTIONS_PROXY = re.compile(rb"(?i)sqlproxy")
+_MENTIONS_PROXY: Final = re.compile(rb"(?i)sqlproxy")
 
 
-_MAY_WRITE = Statement(None, writes=True)
-_READABLE_ENCODINGS = frozenset({"UTF8", "UTF-8", "SQL_ASCII"})
+_MAY_WRITE: Final = Statement(None, writes=True)
+_READABLE_ENCODINGS: Final = frozenset({"UTF8", "UTF-8", "SQL_ASCII"})
 # Counted per statement: batched (metrics.py), one child per path bound once.
-_GUARD_PATHS = {
+_GUARD_PATHS: Final = {
     path: metrics.BatchedCounter(metrics.GUARD_PATHS.labels(path))
     for path in ("read", "static", "verified", "denied")
 }
@@ -119,7 +119,7 @@ class Guarded(Pooling):
             if (
                 type(decision) is not Allow
                 or decision.alerts
-                or self.worker.config.audit.sample_allowed
+                or self._sample_allowed
                 or (decision.verify and not self._unrefusable(verdict, protocol))
             ):
                 self._record(verdict, protocol)  # (else nothing to audit: _record's early exit)
@@ -140,13 +140,8 @@ class Guarded(Pooling):
     def _record(self, verdict: Verdict, protocol: Literal["simple", "extended"]) -> None:
         """Queue the audit event of a decision; it is emitted when its request completes."""
         decision = verdict.decision
-        audit = self.worker.config.audit
-        if (
-            type(decision) is Allow
-            and not decision.verify
-            and not decision.alerts
-            and not audit.sample_allowed
-        ):
+        sample = self._sample_allowed
+        if type(decision) is Allow and not decision.verify and not decision.alerts and not sample:
             return  # the common case: nothing to audit
         if isinstance(decision, Deny):
             kind: Literal["allow", "deny", "alert"] = "deny"
@@ -158,7 +153,7 @@ class Guarded(Pooling):
         else:
             # A verified statement is kept in case the server-side check refuses it; it is
             # emitted as allowed only when sampled (see _audited).
-            sampled = bool(audit.sample_allowed) and random.random() < audit.sample_allowed
+            sampled = bool(sample) and random.random() < sample
             if not sampled and not decision.verify:
                 return
             kind, message = "allow", None
@@ -263,6 +258,7 @@ class Guarded(Pooling):
         if self._started or self._unsynced or server.status != STATUS_IDLE:
             return True
         self._generation = self.worker.generation
+        self._sample_allowed = self.worker.config.audit.sample_allowed
         policy = self.worker.policies.get(self.database)
         if policy is None or policy is self.policy:
             return True  # a removed database: open sessions keep what they started with
@@ -369,9 +365,7 @@ class Guarded(Pooling):
             self._parse_body, self._parse_memo = raw_body, (parsed, raw)
         verdict = self._verdict(gate, server, raw, "extended")
         decision = verdict.decision
-        if type(decision) is Allow and (
-            decision.verify or decision.alerts or self.worker.config.audit.sample_allowed
-        ):
+        if type(decision) is Allow and (decision.verify or decision.alerts or self._sample_allowed):
             self._audited_statements[parsed.name] = verdict
             self._parsed_now.add(parsed.name)
         elif self._audited_statements:
@@ -416,9 +410,7 @@ class Guarded(Pooling):
             view = memoryview(m.parse(parsed.name, rewritten.sql, parsed.param_types))
         return b"", False, view
 
-    def _remembered_plain(
-        self, gate: Gate, data: bytes, kinds: bytearray, starts: list[int]
-    ) -> bool:
+    def _remembered_plain(self, gate: Gate, data: bytes, starts: list[int]) -> bool:
         """A guarded session's plain chunk: every statement in it (Query, Parse) has a
         remembered verdict that lets it through as it is — allowed, nothing to check or
         alert, none of the worker's settings — so deciding it again (``_verdict``) would
@@ -432,10 +424,10 @@ class Guarded(Pooling):
             return False
         verdicts: list[Verdict] = []
         parsed: list[str] = []
-        for i, kind in enumerate(kinds):
+        for start in starts:
+            kind = data[start]
             if kind != m.QUERY and kind != m.PARSE:
                 continue
-            start = starts[i]
             end = start + 1 + int.from_bytes(data[start + 1 : start + 5], "big")
             if kind == m.QUERY:
                 raw = data[start + 5 : end - 1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import cast
+from typing import Final, cast
 
 from proxyworker import metrics
 from proxyworker.guard.gate import Gate
@@ -28,18 +28,18 @@ from proxyworker.protocol.startup import (
     parse_startup,
 )
 from proxyworker.session.requests import Requests
-from proxyworker.session.state import ClientError, Phase
-from proxyworker.upstream.connection import UpstreamError
+from proxyworker.session.state import ClientError, Phase, carried_settings
+from proxyworker.upstream.connection import UpstreamError, pool_key
 from proxyworker.upstream.pool import UPSTREAM_ROLE
 
 log = logging.getLogger(__name__)
 
 
 # Startup parameters that describe the connection rather than the session; not forwarded.
-_NOT_FORWARDED = frozenset({"user", "database", "replication"})
+_NOT_FORWARDED: Final = frozenset({"user", "database", "replication"})
 
 
-_AUTH_MAX_MESSAGE = 16384
+_AUTH_MAX_MESSAGE: Final = 16384
 
 
 class Handshake(Requests):
@@ -79,9 +79,9 @@ class Handshake(Requests):
         except ClientError as exc:
             metrics.CLIENTS_REFUSED.labels(exc.sqlstate).inc()
             self.fatal(exc.sqlstate, exc.message, exc.detail)
-        except m.MalformedMessage as exc:
+        except m.MalformedMessage as malformed:  # (a name of its own: docs/compiled.md)
             metrics.CLIENTS_REFUSED.labels("08P01").inc()
-            self.fatal("08P01", f"sqlproxy: {exc}")
+            self.fatal("08P01", f"sqlproxy: {malformed}")
         except ConnectionResetError:
             pass
 
@@ -127,7 +127,7 @@ class Handshake(Requests):
         self.params = {
             k: v for k, v in params.items() if k not in _NOT_FORWARDED and not k.startswith("_pq_.")
         }
-        self.pool_key = tuple(sorted(self.params.items()))
+        self.pool_key = pool_key(self.params)
         self.phase = Phase.AUTHENTICATING
         self.policy = self.worker.policies.get(self.database, self.worker.policy)
         self._tokens = self.policy.honeytoken_values
@@ -147,7 +147,7 @@ class Handshake(Requests):
         role = self.worker.user_roles.get(self.user)
         if role is not None:  # its own server connections, logged in as that role
             self.params[UPSTREAM_ROLE] = role
-            self.pool_key = tuple(sorted(self.params.items()))
+            self.pool_key = pool_key(self.params)
         pool = self.worker.pools.get(self.database)
         if pool is None:
             raise ClientError("3D000", f'sqlproxy: database "{self.database}" does not exist')
@@ -175,6 +175,7 @@ class Handshake(Requests):
         reported = server.startup_params if self.transaction_pooling else server.params
         out += [m.parameter_status(k, v) for k, v in reported.items()]
         self.settings = dict(reported)
+        self._carried = carried_settings(self.settings)
         self._readable = False
         if self.gate is not None:
             self._startup_path = self.gate.search_path

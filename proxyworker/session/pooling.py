@@ -22,23 +22,15 @@ from proxyworker.upstream.connection import ServerConnection, UpstreamError
 if TYPE_CHECKING:
     from proxyworker.upstream.pool import Pool
 
-from proxyworker.session.state import STATUS_IDLE, Phase, SessionState
+from proxyworker.session.state import (
+    CARRIED_SETTINGS,
+    STATUS_IDLE,
+    Phase,
+    SessionState,
+    carried_settings,
+)
 
 log = logging.getLogger(__name__)
-
-# Session settings the server reports (ParameterStatus) that a client may change. In transaction
-# mode a client's values are set again on whichever server connection serves it next.
-_CARRIED_SETTINGS = frozenset(
-    {
-        "application_name",
-        "client_encoding",
-        "DateStyle",
-        "default_transaction_read_only",
-        "IntervalStyle",
-        "standard_conforming_strings",
-        "TimeZone",
-    }
-)
 
 
 class Pooling(SessionState):
@@ -101,12 +93,17 @@ class Pooling(SessionState):
         """Transaction mode: make the server's session settings the ones this client set
         (another client may have changed them on this connection, or this client changed
         them on another). Sent ahead of the client's request as a Query of its own, so it is
-        in force exactly as a SET the client had sent earlier; its answers are swallowed."""
-        sets = [
-            f"SET {name} TO {literal(value)}"
-            for name, value in self.settings.items()
-            if name in _CARRIED_SETTINGS and server.params.get(name) != value
-        ]
+        in force exactly as a SET the client had sent earlier; its answers are swallowed.
+        Nothing to compare when both carry the same values (the common case)."""
+        if not server.carried:
+            server.carried = carried_settings(server.params)
+        sets: list[str] = []
+        if server.carried != self._carried:
+            sets = [
+                f"SET {name} TO {literal(value)}"
+                for name, value in self.settings.items()
+                if name in CARRIED_SETTINGS and server.params.get(name) != value
+            ]
         path = self._own_search_path()
         if path is not None:
             # search_path is not reported by the server: the guard's view of it is carried,

@@ -12,27 +12,28 @@ with its messages kept in order in a backlog.
 from __future__ import annotations
 
 import logging
-import time
+from time import perf_counter
+from typing import Final
 
 from proxyworker import metrics
 from proxyworker.guard.checks import RATE_SQLSTATE, raise_sql
 from proxyworker.guard.rewrite import DRY_RUN_END, PREVIEW_SAVEPOINT
 from proxyworker.protocol import messages as m
-from proxyworker.protocol.tracker import Action, Request
+from proxyworker.protocol.tracker import FORWARDED, Action, Expectation, Request
 from proxyworker.session.responses import Responses
 from proxyworker.session.state import COPY_IN
 from proxyworker.upstream.connection import ServerConnection
 
 log = logging.getLogger(__name__)
 
-_FUNCTION_CALL_REFUSAL = raise_sql(
+_FUNCTION_CALL_REFUSAL: Final = raise_sql(
     "sqlproxy: the FunctionCall protocol message is not allowed",
     detail="FunctionCall carries no SQL text the proxy could check.",
     hint="Call the function with SELECT, or set listen.allow_function_call.",
 )
 
 
-_RATE_REFUSAL = raise_sql(
+_RATE_REFUSAL: Final = raise_sql(
     "sqlproxy: statement refused by rate_limits",
     detail="Too many statements per second for this user, client address or database.",
     hint="Slow down and retry.",
@@ -41,7 +42,7 @@ _RATE_REFUSAL = raise_sql(
 
 
 # Extended-protocol messages that are answered, and the request each one is.
-_EXTENDED = {
+_EXTENDED: Final = {
     m.PARSE: Request.PARSE,
     m.BIND: Request.BIND,
     m.DESCRIBE: Request.DESCRIBE_STATEMENT,  # or DESCRIBE_PORTAL, by its first byte
@@ -50,25 +51,25 @@ _EXTENDED = {
 }
 
 
-# Client messages the plain path forwards (no COPY, FunctionCall or Terminate), and the number
-# of the request each one is: Flush is none (0), Describe is of a statement until its body says
-# it is of a portal.
-_PLAIN = b"QSPBDECH"
-_REQUEST_NUMBERS = bytes.maketrans(
-    _PLAIN,
-    bytes(
-        [
-            Request.QUERY,
-            Request.SYNC,
-            Request.PARSE,
-            Request.BIND,
-            Request.DESCRIBE_STATEMENT,
-            Request.EXECUTE,
-            Request.CLOSE,
-            0,
-        ]
-    ),
+# Client messages the plain path forwards (no COPY, FunctionCall or Terminate), by kind: the
+# number of the request each one is (a Describe is of a statement until its body says it is of
+# a portal; Flush, answered by nothing, is none: 0xFF); 0 for any other message.
+_NOT_PLAIN: Final = 0
+_PLAIN_REQUESTS: Final = bytes(
+    {
+        m.QUERY: Request.QUERY,
+        m.SYNC: Request.SYNC,
+        m.PARSE: Request.PARSE,
+        m.BIND: Request.BIND,
+        m.DESCRIBE: Request.DESCRIBE_STATEMENT,
+        m.EXECUTE: Request.EXECUTE,
+        m.CLOSE: Request.CLOSE,
+        m.FLUSH: 0xFF,
+    }.get(kind, _NOT_PLAIN)
+    for kind in range(256)
 )
+_PORTAL: Final = ord("P")
+_DESCRIBE_PORTAL: Final = Request.DESCRIBE_PORTAL.value
 
 
 class Requests(Responses):
@@ -141,61 +142,66 @@ class Requests(Responses):
                     or self._tokens
                     or self._unit_events
                     or self.policy.rows_budget is not None
-                    or self.worker.config.audit.sample_allowed
+                    or self._sample_allowed
                 )
             )
-            or (scanned := self.framer.whole(data)) is None
         ):
             return False
-        kinds, starts = scanned
-        if kinds.translate(None, _PLAIN):
+        starts = self.framer.whole(data)
+        if starts is None:
             return False
-        text = data.lower()
-        if b"sqlproxy" in text:
-            return False  # (the worker's own settings: Guarded._bare)
         statements = self._statements
-        if statements is not None:
-            # Transaction mode: nothing to rename while the client has no named statement.
-            if statements:
+        expectations: list[Expectation] = []
+        units = binds = 0
+        for start in starts:
+            kind = data[start]
+            number = _PLAIN_REQUESTS[kind]
+            if number == _NOT_PLAIN:
                 return False
-            if m.PARSE in kinds:
-                for i, kind in enumerate(kinds):
-                    if kind == m.PARSE and data[starts[i] + 5]:
-                        return False
+            if kind == m.FLUSH:
+                continue  # (answered by nothing)
+            if kind == m.QUERY or kind == m.SYNC:
+                units += 1
+            elif kind == m.DESCRIBE:
+                if data[start + 5] == _PORTAL:
+                    number = _DESCRIBE_PORTAL
+            elif kind == m.BIND:
+                binds += 1
+            elif kind == m.PARSE and statements is not None and data[start + 5]:
+                return False  # transaction mode: a named statement to rename
+            expectation = FORWARDED[number]
+            assert expectation is not None
+            expectations.append(expectation)
+        text = data.lower()
+        if text.find(b"sqlproxy") >= 0:
+            return False  # (the worker's own settings: Guarded._bare)
+        if statements is not None and statements:
+            return False  # transaction mode: the client's named statements to rename
         if gate is not None and (
-            (m.BIND in kinds and self._bind_armed())
-            or not self._remembered_plain(gate, data, kinds, starts)  # (last: it counts)
+            (binds and self._bind_armed())
+            or not self._remembered_plain(gate, data, starts)  # (last: it counts)
         ):
             return False
-        if (
-            statements is not None
-            and m.QUERY in kinds
-            and (b"discard" in text or b"deallocate" in text)
-        ):
-            for i, kind in enumerate(kinds):
-                if kind == m.QUERY:
-                    self._note_statement_reset(memoryview(data)[starts[i] :], server)
+        if statements is not None and (text.find(b"discard") >= 0 or text.find(b"deallocate") >= 0):
+            for start in starts:
+                if data[start] == m.QUERY:
+                    self._note_statement_reset(memoryview(data)[start:], server)
         if self._carry_settings:
             self._carry_settings = False
             self._apply_settings(server)
-        requests = kinds.translate(_REQUEST_NUMBERS)
-        if m.DESCRIBE in kinds:
-            for i, kind in enumerate(kinds):
-                if kind == m.DESCRIBE and data[starts[i] + 5] == ord("P"):
-                    requests[i] = Request.DESCRIBE_PORTAL
-        if m.FLUSH in kinds:
-            requests = requests.replace(b"\0", b"")
-        self.tracker.expect_forwarded(requests)
-        units = kinds.count(m.QUERY) + kinds.count(m.SYNC)
+        self.tracker.expect_forwarded(expectations)
         if units:
             assert self._labels is not None
-            self._started.extend([time.perf_counter()] * units)
+            now = perf_counter()
+            for _ in range(units):
+                self._started.append(now)
             self._labels.queries.inc(units)
             if gate is not None:
-                self._audit_pending.extend([None] * units)  # (nothing to audit)
+                for _ in range(units):
+                    self._audit_pending.append(None)  # (nothing to audit)
                 if self._parsed_now:
                     self._parsed_now.clear()
-        last = kinds[-1]
+        last = data[starts[-1]]
         self._unsynced = last != m.QUERY and last != m.SYNC
         self._forwarded = True
         transport = server.transport
@@ -221,7 +227,7 @@ class Requests(Responses):
             replacement: bytes | memoryview | None = None
             if kind == m.QUERY or kind == m.SYNC or kind == m.FUNCTION_CALL:
                 # Each of these is answered with exactly one ReadyForQuery.
-                self._started.append(time.perf_counter())
+                self._started.append(perf_counter())
                 self._labels.queries.inc()
                 self._unsynced = False
                 over = self.policy.rate is not None and not self._within_rate()

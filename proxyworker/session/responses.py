@@ -10,7 +10,8 @@ never reaches the client.
 from __future__ import annotations
 
 import logging
-import time
+from time import perf_counter
+from typing import Final
 
 from proxyworker import metrics
 from proxyworker.guard.checks import CLIENT_SQLSTATE, ROWS_SQLSTATE, raise_sql
@@ -21,15 +22,17 @@ from proxyworker.protocol import messages as m
 from proxyworker.protocol.framing import CONTINUATION
 from proxyworker.protocol.tracker import Action, Expectation, ProtocolDesync, Request
 from proxyworker.session.guarded import Guarded
-from proxyworker.session.state import STATUS_IDLE
+from proxyworker.session.state import STATUS_IDLE, carried_settings
 from proxyworker.upstream.connection import ServerConnection
 
 log = logging.getLogger(__name__)
 
-_REFUSAL_SENT = b"\x00sent"  # the honeytoken refusal already went out; drop up to ReadyForQuery
-_VALUE_STOP = raise_sql("sqlproxy: result refused: it carries a honeytoken value")
+_REFUSAL_SENT: Final = (
+    b"\x00sent"  # the honeytoken refusal already went out; drop up to ReadyForQuery
+)
+_VALUE_STOP: Final = raise_sql("sqlproxy: result refused: it carries a honeytoken value")
 # Messages whose content could carry a honeytoken value to the client.
-_CARRIERS = frozenset(
+_CARRIERS: Final = frozenset(
     {
         m.DATA_ROW,
         m.COPY_DATA,
@@ -42,24 +45,7 @@ _CARRIERS = frozenset(
 )
 
 
-_ROWS_MARK = b"C" + ROWS_SQLSTATE.encode() + b"\x00"
-# Message kinds the server sends in answer to a request that the relay passes on untouched
-# when the request was forwarded as is (``Responses._relayed_as_is``).
-_ORDINARY = bytes(
-    [
-        m.ROW_DESCRIPTION,
-        m.DATA_ROW,
-        m.COMMAND_COMPLETE,
-        m.READY_FOR_QUERY,
-        m.PARSE_COMPLETE,
-        m.BIND_COMPLETE,
-        m.CLOSE_COMPLETE,
-        m.NO_DATA,
-        m.PARAMETER_DESCRIPTION,
-        m.PORTAL_SUSPENDED,
-        m.EMPTY_QUERY,
-    ]
-)
+_ROWS_MARK: Final = b"C" + ROWS_SQLSTATE.encode() + b"\x00"
 
 
 def _client_error(view: memoryview, dry_tags: list[bytes]) -> tuple[memoryview, bool]:
@@ -120,20 +106,15 @@ class Responses(Guarded):
     """The relay from the server to the client."""
 
     def server_data(self, conn: ServerConnection, data: bytes) -> None:
-        if (
-            not self._tokens
-            and self._held is None
-            and not self._poisoned
-            and not self.modes.active
-            and (scanned := conn.framer.whole(data)) is not None
-            and self._relayed_as_is(conn, data, *scanned)
-        ):
-            return
+        if not self._tokens and self._held is None and not self._poisoned and not self.modes.active:
+            starts = conn.framer.whole(data)
+            if starts is not None and self._relayed_as_is(conn, data, starts):
+                return
         try:
             msgs = conn.framer.feed(data)
-        except m.MalformedMessage as exc:
+        except m.MalformedMessage as malformed:  # (a name of its own: docs/compiled.md)
             conn.abort()
-            self.fatal("08P01", f"sqlproxy: server sent a malformed message: {exc}")
+            self.fatal("08P01", f"sqlproxy: server sent a malformed message: {malformed}")
             return
         route = self.tracker.route
         out: list[bytes | memoryview] = []
@@ -172,6 +153,8 @@ class Responses(Guarded):
             elif kind == m.PARAMETER_STATUS:
                 name, value = m.parse_parameter_status(view[5:])
                 conn.params[name] = self.settings[name] = value
+                conn.carried = 0
+                self._carried = carried_settings(self.settings)
                 self._readable = False
             elif kind == m.NOTICE_RESPONSE and bytes(view).find(_ROWS_MARK) > 0:
                 self._measured(view)  # the check's report of rows changed: not the client's
@@ -248,35 +231,28 @@ class Responses(Guarded):
         if not self._started:
             self._request_cycle_done(conn)
 
-    def _relayed_as_is(
-        self, conn: ServerConnection, data: bytes, kinds: bytearray, starts: list[int]
-    ) -> bool:
-        """The common chunk, at the cost of one pass over its lengths: whole messages of
-        ordinary kinds (no error, notice, notification, parameter or COPY message), each
-        answering a request forwarded as is, and no command tag wanted by the audit. It goes
-        to the client as it came, with the same bookkeeping as in ``server_data``. False,
-        with nothing done, for any other chunk."""
-        if kinds.translate(None, _ORDINARY):
-            return False
+    def _relayed_as_is(self, conn: ServerConnection, data: bytes, starts: list[int]) -> bool:
+        """The common chunk, at the cost of one pass over its lengths: whole messages that
+        are only answers (no error, notice, notification, parameter or COPY message) to
+        requests forwarded as is, and no command tag wanted by the audit. It goes to the
+        client as it came, with the same bookkeeping as in ``server_data``. False, with
+        nothing done, for any other chunk."""
         pending = self._audit_pending
-        if (
-            pending
-            and m.COMMAND_COMPLETE in kinds
-            and pending.count(None) != len(pending)  # (the common case, without a generator)
-            and any(slot is not None and slot[1] for slot in pending)
-        ):
-            return False
-        ended = self.tracker.route_forwarded(kinds)
+        if pending and self._tags_wanted():
+            for start in starts:
+                if data[start] == m.COMMAND_COMPLETE:
+                    return False
+        ended = self.tracker.route_forwarded(data, starts)
         if ended is None:
             return False
         self._carry = False
-        for index, expectation in ended:
-            kind = kinds[index]
-            # (_note_end has nothing to do for the others: no error, no Parse of a renamed
-            # statement)
-            if kind == m.READY_FOR_QUERY or expectation.tag is not None:
-                start = starts[index]
-                self._note_end(conn, kind, memoryview(data)[start:], expectation, True)
+        for start, expectation in ended:
+            # (What _note_end does; no error here.)
+            kind = data[start]
+            if kind == m.READY_FOR_QUERY:
+                self._ready(conn, data[start + 5 : start + 6], expectation)
+            elif expectation.tag is not None and expectation.request is Request.PARSE:
+                self._parsed(conn, expectation.tag, kind == m.PARSE_COMPLETE)
         transport = self.transport
         assert transport is not None
         transport.write(data)
@@ -284,6 +260,10 @@ class Responses(Guarded):
         if not self._started:
             self._request_cycle_done(conn)
         return True
+
+    def _tags_wanted(self) -> bool:
+        """Does a request in flight want its command tags (the audit's, ``AuditSlot``)?"""
+        return any(slot is not None and slot[1] for slot in self._audit_pending)
 
     def _note_end(
         self,
@@ -297,34 +277,38 @@ class Responses(Guarded):
         if expectation is None or not ends:
             return
         if kind == m.READY_FOR_QUERY:
-            conn.status = bytes(view[5:6])
-            if expectation.action is Action.SWALLOW:
-                return  # the worker's own Query (session settings), not a client request
-            assert self._labels is not None
-            elapsed = time.perf_counter() - self._started.popleft()
-            self._labels.latency.observe(elapsed)
-            if self._audit_pending:
-                slot = self._audit_pending.popleft()
-                if slot is not None and (slot[1] or self._guard_refusal is not None):
-                    self._audited(slot[0], elapsed, self._settle_rows())
-                else:
-                    # Nothing this answer could make emitted (Guarded._audit_slot): only
-                    # forget what it reported.
-                    self._guard_refusal = None
-                    if self._request_rows:
-                        self._request_rows = {}
-            if conn.status == STATUS_IDLE:
-                self._txn_rows.clear()
-                if not self._started:
-                    self.modes.dry_transaction = False  # nothing sent since is in a block
-                    self._dry_tags.clear()
-            if self.tracker.dropped:
-                self._skipped(self.tracker.dropped)
-                self.tracker.dropped = []
+            self._ready(conn, bytes(view[5:6]), expectation)
         elif kind == m.ERROR_RESPONSE and expectation.request is not Request.QUERY:
             self._skipped(self.tracker.skip_unit())
         if expectation.request is Request.PARSE and expectation.tag is not None:
             self._parsed(conn, expectation.tag, kind == m.PARSE_COMPLETE)
+
+    def _ready(self, conn: ServerConnection, status: bytes, expectation: Expectation) -> None:
+        """A ReadyForQuery (transaction ``status``) ends the answer to a Query or Sync."""
+        conn.status = status
+        if expectation.action is Action.SWALLOW:
+            return  # the worker's own Query (session settings), not a client request
+        assert self._labels is not None
+        elapsed = perf_counter() - self._started.pop(0)
+        self._labels.latency.observe(elapsed)
+        if self._audit_pending:
+            slot = self._audit_pending.pop(0)
+            if slot is not None and (slot[1] or self._guard_refusal is not None):
+                self._audited(slot[0], elapsed, self._settle_rows())
+            else:
+                # Nothing this answer could make emitted (Guarded._audit_slot): only
+                # forget what it reported.
+                self._guard_refusal = None
+                if self._request_rows:
+                    self._request_rows = {}
+        if status == STATUS_IDLE:
+            self._txn_rows.clear()
+            if not self._started:
+                self.modes.dry_transaction = False  # nothing sent since is in a block
+                self._dry_tags.clear()
+        if self.tracker.dropped:
+            self._skipped(self.tracker.dropped)
+            self.tracker.dropped = []
 
     def _honeytoken_value_seen(self) -> None:
         """A result carries a honeytoken value: nothing more of this request reaches the

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections import deque
-from typing import TYPE_CHECKING, Literal, NamedTuple, cast
+import itertools
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple, cast
 
 from proxyworker import metrics
 from proxyworker.analysis import StatementInfo
@@ -29,10 +30,10 @@ if TYPE_CHECKING:
     from proxyworker.upstream.pool import Pool
 
 
-STATUS_IDLE = b"I"
-COPY_IN = frozenset({m.COPY_DATA, m.COPY_DONE, m.COPY_FAIL, CONTINUATION})
-_INJECTED = m.cstr("_sqlproxy")
-_INJECTED_TAIL = (
+STATUS_IDLE: Final = b"I"
+COPY_IN: Final = frozenset({m.COPY_DATA, m.COPY_DONE, m.COPY_FAIL, CONTINUATION})
+_INJECTED: Final = m.cstr("_sqlproxy")
+_INJECTED_TAIL: Final = (
     m.message(m.BIND, _INJECTED + _INJECTED + b"\x00\x00\x00\x00\x00\x00")
     + m.message(m.CLOSE, b"S" + _INJECTED)
     + m.message(m.EXECUTE, _INJECTED + b"\x00\x00\x00\x00")
@@ -65,6 +66,35 @@ AuditSlot = tuple[tuple[Kept, ...], bool] | None
 needed; None when nothing is left to audit (``Guarded._audit_slot``)."""
 
 
+# Session settings the server reports (ParameterStatus) that a client may change. In transaction
+# mode a client's values are set again on whichever server connection serves it next.
+CARRIED_SETTINGS: Final = (
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "default_transaction_read_only",
+    "IntervalStyle",
+    "standard_conforming_strings",
+    "TimeZone",
+)
+_CARRIED_NUMBERS: Final[dict[tuple[str | None, ...], int]] = {}
+_NEXT_NUMBER: Final = itertools.count(1)
+
+
+def carried_settings(params: Mapping[str, str]) -> int:
+    """A number for the values ``params`` give the carried settings (absent ones too): equal
+    numbers, equal values. A client's and its server's are compared by it every transaction
+    (``Pooling._apply_settings``). Numbers are never reused; the table of those handed out
+    starts again when it is full (equal values may then get a new number: still correct)."""
+    values = tuple(params.get(name) for name in CARRIED_SETTINGS)
+    number = _CARRIED_NUMBERS.get(values)
+    if number is None:
+        if len(_CARRIED_NUMBERS) >= 4096:
+            _CARRIED_NUMBERS.clear()
+        number = _CARRIED_NUMBERS[values] = next(_NEXT_NUMBER)
+    return number
+
+
 class Phase(enum.Enum):
     STARTUP = "startup"
     AUTHENTICATING = "authenticating"
@@ -93,7 +123,7 @@ class SessionState(asyncio.Protocol):
         self.database = ""
         self.application_name = ""
         self.params: dict[str, str] = {}
-        self.pool_key: tuple[tuple[str, str], ...] = ()
+        self.pool_key = ""
         self.key: tuple[int, int] = (0, 0)
         self.pool: Pool | None = None
         self.server: ServerConnection | None = None
@@ -104,7 +134,7 @@ class SessionState(asyncio.Protocol):
         self._wakeup: asyncio.Future[None] | None = None
         # relay state
         self.framer = Framer(worker.config.listen.max_message_size, frozenset({m.COPY_DATA}))
-        self._started: deque[float] = deque()  # one per request in flight
+        self._started: list[float] = []  # one per request in flight (few: a list pops cheaply)
         self._unsynced = False
         self._backlog: list[tuple[int, memoryview]] = []
         self._acquiring = False
@@ -145,9 +175,14 @@ class SessionState(asyncio.Protocol):
         self._tag_rows = 0
         self.policy = worker.policy
         self._generation = worker.generation
+        self._sample_allowed = worker.config.audit.sample_allowed
+        """``[audit] sample_allowed`` as of ``_generation`` (configuration follows a session
+        between transactions: ``Guarded._follow_config``)."""
         self._forwarded = False  # any request sent yet
         self.settings: dict[str, str] = {}
         """Session settings as this client last saw them reported (ParameterStatus)."""
+        self._carried = 0
+        """``settings`` as ``carried_settings`` numbers them (kept with ``settings``)."""
         self._readable = False
         """The guard found ``settings`` let it read statement text (``Guarded._text_refusal``);
         cleared whenever ``settings`` change, so they are looked at again."""
@@ -159,7 +194,7 @@ class SessionState(asyncio.Protocol):
         self._tokens = worker.policy.honeytoken_values
         self._unit_events: list[Kept] = []  # decisions of the request being sent
         # Per request in flight, what its answer leaves to audit (Guarded._audit_slot).
-        self._audit_pending: deque[AuditSlot] = deque()
+        self._audit_pending: list[AuditSlot] = []
         self._last_tag = b""
         self._guard_refusal: str | None = None  # a refusal raised by the server-side check
         self._server_fatal = False

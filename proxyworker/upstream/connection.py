@@ -13,7 +13,7 @@ import contextlib
 import ssl
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from proxyworker.config.schema import Upstream
 from proxyworker.protocol import messages as m
@@ -23,7 +23,10 @@ from proxyworker.protocol.scram import MECHANISM, ScramClient, ScramError, md5_p
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-SERVER_MAX_MESSAGE = 1 << 30  # the server's own limit for a single message
+    # (Named, not a Protocol: compiled, the relay's calls to it are direct.)
+    from proxyworker.session.client import ClientSession
+
+SERVER_MAX_MESSAGE: Final = 1 << 30  # the server's own limit for a single message
 
 
 class UpstreamError(Exception):
@@ -36,22 +39,22 @@ class UpstreamError(Exception):
         self.detail = detail
 
 
-class RelayTarget(Protocol):
-    """What a linked server connection hands its traffic to (a client session)."""
-
-    def server_data(self, conn: ServerConnection, data: bytes) -> None: ...
-    def server_lost(self, conn: ServerConnection, exc: Exception | None) -> None: ...
-    def server_pause_writing(self) -> None: ...
-    def server_resume_writing(self) -> None: ...
+def pool_key(params: Mapping[str, str]) -> str:
+    """The startup parameters that decide which clients may share a server connection, as
+    one string: the pool looks it up every transaction, and a string keeps its hash."""
+    return repr(sorted(params.items()))
 
 
 class ServerConnection(asyncio.Protocol):
-    def __init__(self, target: Upstream, key: tuple[tuple[str, str], ...]) -> None:
+    def __init__(self, target: Upstream, key: str) -> None:
         self.target = target
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.framer = Framer(SERVER_MAX_MESSAGE, frozenset({m.DATA_ROW, m.COPY_DATA}))
         self.params: dict[str, str] = {}
+        self.carried = 0
+        """``params`` as ``carried_settings`` numbers them, kept by the session that uses it;
+        0 until then, and whenever ``params`` change."""
         self.startup_params: dict[str, str] = {}
         """The settings the server reported at startup: what a new client is told (a pooled
         connection may carry another client's changes until they are set back)."""
@@ -59,7 +62,7 @@ class ServerConnection(asyncio.Protocol):
         self.secret = 0
         self.status = b"I"
         self.closed = False
-        self.linked: RelayTarget | None = None
+        self.linked: ClientSession | None = None
         self.created = time.monotonic()
         self.last_used = self.created
         # Transaction pooling: server-side statement names this backend has prepared (LRU order).
@@ -101,6 +104,7 @@ class ServerConnection(asyncio.Protocol):
             if kind == m.PARAMETER_STATUS:
                 name, value = m.parse_parameter_status(view[5:])
                 self.params[name] = value
+                self.carried = 0
             elif kind == m.ERROR_RESPONSE:
                 self.abort()
                 return
@@ -162,11 +166,10 @@ class ServerConnection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
 
-    def link(self, target: RelayTarget) -> None:
+    def link(self, target: ClientSession) -> None:
         """Hand all further traffic to ``target``; anything already read is replayed to it."""
         assert not self._inbox, "unlinking left unread messages"
         self.linked = target
-        self.last_used = time.monotonic()
         if self._raw:
             data, self._raw = self._raw, b""
             target.server_data(self, data)
@@ -200,6 +203,7 @@ class ServerConnection(asyncio.Protocol):
             elif kind == m.PARAMETER_STATUS:
                 name, value = m.parse_parameter_status(body)
                 self.params[name] = value
+                self.carried = 0
             elif kind == m.READY_FOR_QUERY:
                 self.status = body[:1]
                 ready_count -= 1
@@ -226,8 +230,7 @@ async def connect(
     tls: ssl.SSLContext | None,
 ) -> ServerConnection:
     """Open, secure and authenticate a server connection; UpstreamError on any failure."""
-    key = tuple(sorted(params.items()))
-    conn = ServerConnection(target, key)
+    conn = ServerConnection(target, pool_key(params))
     try:
         async with asyncio.timeout(timeout):
             await _handshake(conn, target, params, tls)

@@ -14,6 +14,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Mapping
+from typing import Final
 
 import msgspec
 
@@ -27,13 +28,12 @@ from proxyworker.upstream.connection import (
     UpstreamError,
     client_tls_context,
     connect,
+    pool_key,
 )
 
 log = logging.getLogger(__name__)
 
-Key = tuple[tuple[str, str], ...]
-
-UPSTREAM_ROLE = "\x00upstream_user"
+UPSTREAM_ROLE: Final = "\x00upstream_user"
 """A key of a client's parameters that is not sent to the server: the role the connection logs
 in as (``[[users]] upstream_user``). Being part of the key, connections of different roles are
 never shared."""
@@ -42,7 +42,7 @@ never shared."""
 class _Waiter:
     __slots__ = ("future", "key")
 
-    def __init__(self, key: Key, future: asyncio.Future[ServerConnection | None]) -> None:
+    def __init__(self, key: str, future: asyncio.Future[ServerConnection | None]) -> None:
         self.key = key
         self.future = future
 
@@ -52,7 +52,7 @@ class Pool:
         self.db = db
         self.target: Upstream = db.target()
         self.tls = client_tls_context(self.target)
-        self.idle: dict[Key, list[ServerConnection]] = {}
+        self.idle: dict[str, list[ServerConnection]] = {}
         self.size = 0  # open or opening connections
         self._waiters: deque[_Waiter] = deque()
         self.dead_statements: set[str] = set()
@@ -67,7 +67,7 @@ class Pool:
     # --- acquiring -------------------------------------------------------------------------
 
     async def acquire(self, params: Mapping[str, str]) -> ServerConnection:
-        key: Key = tuple(sorted(params.items()))
+        key = pool_key(params)
         started = time.perf_counter()
         try:
             while True:
@@ -84,14 +84,14 @@ class Pool:
         finally:
             self._labels.wait.observe(time.perf_counter() - started)
 
-    def acquire_idle(self, key: Key) -> ServerConnection | None:
+    def acquire_idle(self, key: str) -> ServerConnection | None:
         """An idle connection for these parameters right now, without waiting (the
         transaction-mode fast path: no task, no pause of the client)."""
         if self._waiters:
             return None  # those who wait go first
         return self._pop_idle(key)
 
-    def _pop_idle(self, key: Key) -> ServerConnection | None:
+    def _pop_idle(self, key: str) -> ServerConnection | None:
         conns = self.idle.get(key)
         while conns:
             conn = conns.pop()
@@ -101,7 +101,7 @@ class Pool:
                 return conn
         return None
 
-    def _evict_other(self, key: Key) -> bool:
+    def _evict_other(self, key: str) -> bool:
         """Close an idle connection of other parameters so ``key`` can have a slot."""
         for other, conns in self.idle.items():
             if other != key and conns:
@@ -112,7 +112,7 @@ class Pool:
                 return True
         return False
 
-    async def _wait(self, key: Key) -> ServerConnection | None:
+    async def _wait(self, key: str) -> ServerConnection | None:
         future: asyncio.Future[ServerConnection | None] = asyncio.get_running_loop().create_future()
         waiter = _Waiter(key, future)
         self._waiters.append(waiter)

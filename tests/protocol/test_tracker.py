@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from proxyworker.protocol import messages as m
 from proxyworker.protocol.tracker import (
+    FORWARDED,
     Action,
     ProtocolDesync,
     Request,
@@ -137,7 +138,17 @@ def test_an_error_before_the_sync_was_sent_drops_what_the_client_pipelines_after
 
 
 _REQUESTS = st.sampled_from(list(Request))
-_KINDS = st.sampled_from(list("123CDITZnst"))
+_KINDS = st.sampled_from(list("123CDITZnst") * 3 + list("ENSAdGHc"))  # mostly answers
+_NOT_ANSWERS = "ENSAdGHc"  # error, notice, parameter, notification, COPY: route them one by one
+
+
+def chunk(kinds: str) -> tuple[bytes, list[int]]:
+    """Whole messages of these kinds (empty bodies) and where each starts."""
+    return b"".join(k.encode() + b"\x00\x00\x00\x04" for k in kinds), [
+        5 * i for i in range(len(kinds))
+    ]
+
+
 _ACTIONS = st.sampled_from([Action.FORWARD] * 4 + list(Action))  # mostly forwarded as is
 
 
@@ -153,17 +164,18 @@ def test_route_forwarded_routes_as_route_does_or_not_at_all(
     for request, action, tagged in requests:
         for t in (batch, single):
             t.expect(request, action, "tag" if tagged else None)
-    ended = batch.route_forwarded(bytes(ord(k) for k in kinds))
+    ended = batch.route_forwarded(*chunk("".join(kinds)))
     if ended is None:
         assert len(batch) == len(requests)  # nothing routed
         return
+    assert not set(kinds) & set(_NOT_ANSWERS)
     expected = []
     for index, k in enumerate(kinds):
         expectation, ends = single.route(ord(k))
         assert expectation is not None and expectation.action is Action.FORWARD
         assert not (expectation.request is Request.EXECUTE and expectation.tag is not None)
         if ends:
-            expected.append((index, expectation))
+            expected.append((5 * index, expectation))
     assert ended == expected
     assert len(batch) == len(single)
 
@@ -172,9 +184,9 @@ def test_route_forwarded_takes_an_extended_batch_at_once() -> None:
     t = ResponseTracker()
     for r in (Request.PARSE, Request.BIND, Request.DESCRIBE_PORTAL, Request.EXECUTE, Request.SYNC):
         t.expect(r)
-    ended = t.route_forwarded(b"12TDDCZ")
+    ended = t.route_forwarded(*chunk("12TDDCZ"))
     assert ended is not None
-    assert [(i, e.request) for i, e in ended] == [
+    assert [(start // 5, e.request) for start, e in ended] == [
         (0, Request.PARSE),
         (1, Request.BIND),
         (2, Request.DESCRIBE_PORTAL),
@@ -183,8 +195,11 @@ def test_route_forwarded_takes_an_extended_batch_at_once() -> None:
     ]
     assert len(t) == 0
     t.expect(Request.QUERY, Action.CHECK_QUERY)
-    assert t.route_forwarded(b"CZ") is None and len(t) == 1  # not forwarded as is
-    assert ResponseTracker().route_forwarded(b"Z") is None  # nothing asked for it
+    assert t.route_forwarded(*chunk("CZ")) is None and len(t) == 1  # not forwarded as is
+    assert ResponseTracker().route_forwarded(*chunk("Z")) is None  # nothing asked for it
+    t = ResponseTracker()
+    t.expect(Request.QUERY)
+    assert t.route_forwarded(*chunk("NCZ")) is None and len(t) == 1  # a notice: one by one
 
 
 @settings(max_examples=200)
@@ -199,8 +214,8 @@ def test_expect_forwarded_expects_as_expect_does(
         if after_an_error and len(t):
             t.route(m.ERROR_RESPONSE)  # the server now skips to the Sync
             t.skip_unit()
-    batch.expect_forwarded(bytes(requests))
+    batch.expect_forwarded([FORWARDED[request] for request in requests])  # type: ignore[misc]
     for request in requests:
         single.expect(request)
-    assert list(batch._queue) == list(single._queue)
+    assert batch._queue[batch._head :] == single._queue[single._head :]
     assert batch.dropped == single.dropped
