@@ -7,13 +7,13 @@ PYTEST_ARGS ?=
 # The control plane's gates run with the test settings (no secrets needed).
 DJANGO := DJANGO_SETTINGS_MODULE=controlplane.settings.test $(BIN)/python manage.py
 
-.PHONY: install system-deps services run run-standalone test test-slow check lint format bench \
-	conformance clean
+.PHONY: install build clean-build system-deps services run run-standalone test test-slow check lint \
+	format bench conformance clean
 
 install: $(VENV)/.installed
 
 system-deps:
-	@scripts/system-deps.sh
+	@PYTHON=$(PYTHON) scripts/system-deps.sh
 
 $(VENV)/.installed: requirements/*.txt tests/clients/node/package.json | system-deps
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +22,25 @@ $(VENV)/.installed: requirements/*.txt tests/clients/node/package.json | system-
 	cd tests/clients/node && npm ci --silent --no-audit --no-fund
 	touch $@
 
+# The worker's hot path compiled with mypyc (setup.py, proxyworker/compiled.py); again whenever
+# a worker source changes, since what mypyc infers for one module depends on the others.
+BUILT := proxyworker/compiled.json
+build: $(BUILT)
+
+$(BUILT): setup.py $(shell find proxyworker -name '*.py') $(VENV)/.installed
+	$(BIN)/python setup.py -q build_ext --inplace
+
+clean-build:
+	rm -rf $(BUILT) build/mypyc build/temp.* build/lib.* proxyworker__mypyc.*.so
+	find proxyworker -name '*.so' -delete
+
 services: install
 	@scripts/services.sh
 
-run: install services
+run: install build services
 	@$(BIN)/python scripts/run_stack.py
 
-run-standalone: install services
+run-standalone: install build services
 	@scripts/demo.sh
 
 lint: install
@@ -40,21 +52,21 @@ lint: install
 
 check: lint
 
-test: install services check
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: install build services check
+	SQLPROXY_EXPECT_COMPILED=1 $(BIN)/pytest $(PYTEST_ARGS)
 
-test-slow: install services
-	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+test-slow: install build services
+	SQLPROXY_EXPECT_COMPILED=1 $(BIN)/pytest -m slow $(PYTEST_ARGS)
 
-bench: install services
+bench: install build services
 	$(BIN)/python bench/run.py --guard both --floor
 
-conformance: install services
+conformance: install build services
 	scripts/conformance.sh
 
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-clean:
+clean: clean-build
 	rm -rf $(VENV) tests/clients/node/node_modules .pytest_cache .mypy_cache .ruff_cache .run

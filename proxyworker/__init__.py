@@ -14,4 +14,9 @@ This package never imports Django: the control plane talks to it only through
 
 from __future__ import annotations
 
+from proxyworker.compiled import check
+
 __version__ = "0.1.0"
+
+COMPILED = check()
+"""Whether the relay's hot path runs compiled (``proxyworker/compiled.py``)."""

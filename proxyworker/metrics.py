@@ -16,6 +16,8 @@ from typing import Final
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from proxyworker import COMPILED, __version__
+
 
 class BatchedCounter:
     """A counter the hot path bumps with a plain addition."""
@@ -165,6 +167,13 @@ GUARD_PATHS: Final = Counter(
     ["path"],
 )
 CONFIG_RELOADS: Final = Counter("sqlproxy_config_reloads", "Configuration reloads", ["outcome"])
+BUILD_INFO: Final = Gauge(
+    "sqlproxy_build_info",
+    "The worker's version, and whether its hot path runs compiled (1)",
+    ["version", "compiled"],
+    multiprocess_mode="max",
+)
+BUILD_INFO.labels(__version__, "yes" if COMPILED else "no").set(1)
 
 
 @dataclass(frozen=True, slots=True)

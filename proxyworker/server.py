@@ -18,7 +18,7 @@ import ssl
 
 import msgspec
 
-from proxyworker import metrics
+from proxyworker import COMPILED, metrics
 from proxyworker.audit.sink import AuditSink, Writer, file_writer
 from proxyworker.config.schema import Database, WorkerConfig
 from proxyworker.policy.engine import Policy
@@ -234,7 +234,15 @@ class Worker:
             self._servers.append(await asyncio.start_unix_server(self._peer_cancel, sock=peer))
         spawn(self._housekeeping(), name="pool housekeeping")
         spawn(metrics.flush_every(1.0), name="metrics flush")
-        log.info("listening", extra={"host": listen.host, "port": self.port, "worker": self.index})
+        log.info(
+            "listening",
+            extra={
+                "host": listen.host,
+                "port": self.port,
+                "worker": self.index,
+                "compiled": COMPILED,
+            },
+        )
 
     async def _housekeeping(self) -> None:
         while not self.draining:

@@ -13,7 +13,12 @@ command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 command -v javac >/dev/null || need+=(default-jdk-headless)
 [ -e /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
-python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+PY=${PYTHON:-python3}
+$PY -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+# Compiling the worker's hot path (make build): a C compiler and the Python headers.
+command -v gcc >/dev/null || need+=(gcc)
+$PY -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  || need+=(python3-dev)
 command -v chromium >/dev/null || need+=(chromium)  # the dashboard's browser tests (Playwright drives it)
 
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+import proxyworker
 from tests.conftest import databases_toml
 from tests.support.pgcluster import PgCluster, wait_until
 from tests.support.rawpg import RawConnection
@@ -97,6 +98,8 @@ def test_it_exports_metrics_and_health(worker: WorkerProcess, db: str) -> None:
         "sqlproxy_server_connections",
     ):
         assert name in text
+    compiled = "yes" if proxyworker.COMPILED else "no"
+    assert f'sqlproxy_build_info{{compiled="{compiled}",version="' in text
     assert worker.http("/healthz") == (200, "ok\n")
     status, body = worker.http("/readyz")
     assert (status, json.loads(body)["ready"]) == (200, True)
@@ -106,6 +109,7 @@ def test_it_exports_metrics_and_health(worker: WorkerProcess, db: str) -> None:
 def test_it_writes_json_logs(worker: WorkerProcess) -> None:
     first = json.loads(worker.log().splitlines()[0])
     assert first["message"] == "listening" and first["port"] == worker.port
+    assert first["compiled"] is proxyworker.COMPILED  # (the worker imports the same tree)
     assert {"time", "level", "logger"} <= set(first)
 
 

@@ -1,0 +1,31 @@
+"""Compiles the worker's hot path with mypyc: ``make build`` (part of ``make install``).
+
+The modules listed in ``proxyworker/compiled.py`` are type-checked Python; mypyc turns them
+into one C extension (``proxyworker__mypyc``) with a small shim module next to each source
+file, which Python imports in place of the ``.py``. Nothing else changes: the same source runs
+interpreted when it is not built (``make clean-build``), and ``proxyworker.compiled`` refuses
+to import a build that no longer matches its sources.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+from mypyc.build import mypycify
+from setuptools import setup
+
+ROOT = Path(__file__).resolve().parent
+# Read without importing the package (which checks the build this makes).
+compiled = runpy.run_path(str(ROOT / "proxyworker" / "compiled.py"))
+sources = [f"proxyworker/{module}" for module in compiled["SOURCES"]]
+
+setup(
+    packages=[],
+    ext_modules=mypycify(
+        sources, opt_level="3", group_name="proxyworker", target_dir="build/mypyc"
+    ),
+)
+if "build_ext" in sys.argv:
+    compiled["write_manifest"](ROOT / "proxyworker")
