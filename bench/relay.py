@@ -182,6 +182,11 @@ def main() -> None:
     parser.add_argument("--guard", choices=("off", "on"), help="time only with the guard so")
     parser.add_argument("--workload", help="only the workloads whose name contains this")
     parser.add_argument("--pool-mode", choices=("session", "transaction"), default="session")
+    parser.add_argument(
+        "--build-only",
+        action="store_true",
+        help="make the requests and answers, relay nothing (instructions.sh subtracts this)",
+    )
     args = parser.parse_args()
     rng = random.Random(1)
     print(f"{'workload':24} {'guard off µs/tx':>16} {'guard on µs/tx':>15}")
@@ -189,6 +194,8 @@ def main() -> None:
         if args.workload and args.workload not in name:
             continue
         transactions = [make(rng) for _ in range(args.count)]
+        if args.build_only:
+            continue
         if args.profile:
             profiler = cProfile.Profile()
             profiler.runcall(run, args.profile == "on", args.pool_mode, transactions)

@@ -36,6 +36,7 @@ SOURCES = (
     "guard/rewrite.py",
     "policy/decision.py",
     "policy/engine.py",
+    "policy/tables.py",
     "analysis/shapes.py",
     "metrics.py",
     "prepared.py",

@@ -109,6 +109,26 @@ class Verdict:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _MadeFor:
+    """What the remembered verdicts were decided under; they are dropped when it changes."""
+
+    policy: Policy
+    catalog: Catalog | None
+    search_path: tuple[str, ...]
+    sticky: int
+    """How many tables were held limited (``Gate.sticky`` only grows)."""
+
+    def holds(self, gate: Gate) -> bool:
+        path = gate.search_path
+        return (
+            self.policy is gate.policy
+            and self.catalog is gate.catalog
+            and (self.search_path is path or self.search_path == path)
+            and self.sticky == len(gate.sticky)
+        )
+
+
 @dataclass(slots=True)
 class Gate:
     policy: Policy
@@ -136,7 +156,7 @@ class Gate:
         default_factory=lambda: ShapeCache(MAX_VERDICTS)
     )
     """Remembered verdicts: for the text decided, and for other texts of its shape."""
-    _verdicts_for: tuple[object, ...] = ()
+    _verdicts_for: _MadeFor | None = None
 
     @property
     def active(self) -> bool:
@@ -179,13 +199,7 @@ class Gate:
         if self.ddl_pending or (catalog is not None and catalog.loaded_at <= self._ddl_at):
             return None
         made = self._verdicts_for
-        if (  # (_expire_verdicts' test, inline: this runs for every statement)
-            not made
-            or made[0] is not self.policy
-            or made[1] is not catalog
-            or made[2] != self.search_path
-            or made[3] != len(self.sticky)
-        ):
+        if made is None or not made.holds(self):
             self._expire_verdicts()
         found = self._verdicts.get(raw)
         if found is None:
@@ -195,15 +209,11 @@ class Gate:
 
     def _expire_verdicts(self) -> None:
         made = self._verdicts_for
-        if (
-            not made
-            or made[0] is not self.policy
-            or made[1] is not self.catalog
-            or made[2] != self.search_path
-            or made[3] != len(self.sticky)
-        ):
+        if made is None or not made.holds(self):
             self._verdicts.clear()
-            self._verdicts_for = (self.policy, self.catalog, self.search_path, len(self.sticky))
+            self._verdicts_for = _MadeFor(
+                self.policy, self.catalog, self.search_path, len(self.sticky)
+            )
 
     def statements(self, verdict: Verdict, sql: str) -> tuple[StatementInfo, ...]:
         """The verdict's statements with their own text (see ``Verdict.own_text``)."""

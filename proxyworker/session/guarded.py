@@ -424,11 +424,12 @@ class Guarded(Pooling):
             return False
         verdicts: list[Verdict] = []
         parsed: list[str] = []
-        for start in starts:
+        last = len(starts) - 1
+        for i, start in enumerate(starts):
             kind = data[start]
             if kind != m.QUERY and kind != m.PARSE:
                 continue
-            end = start + 1 + int.from_bytes(data[start + 1 : start + 5], "big")
+            end = starts[i + 1] if i < last else len(data)
             if kind == m.QUERY:
                 raw = data[start + 5 : end - 1]
             else:

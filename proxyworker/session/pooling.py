@@ -131,7 +131,7 @@ class Pooling(SessionState):
             server.search_path_changed = True
         if self._client_paused and server.transport is not None:
             server.transport.resume_reading()
-        if len(server.prepared) > self.pool.db.max_prepared_statements:
+        if len(server.prepared) > self.pool.max_prepared:
             server.unlink()
             spawn(self.pool.reset_and_release(server, None), name="trim prepared statements")
         else:

@@ -137,9 +137,7 @@ class Requests(Responses):
             or (
                 gate is not None
                 and (
-                    # A guarded Query: deciding it message by message costs no more.
-                    data[0] == m.QUERY
-                    or self._tokens
+                    self._tokens
                     or self._unit_events
                     or self.policy.rows_budget is not None
                     or self._sample_allowed
@@ -172,17 +170,21 @@ class Requests(Responses):
             expectation = FORWARDED[number]
             assert expectation is not None
             expectations.append(expectation)
-        text = data.lower()
-        if text.find(b"sqlproxy") >= 0:
-            return False  # (the worker's own settings: Guarded._bare)
         if statements is not None and statements:
             return False  # transaction mode: the client's named statements to rename
+        # DISCARD ALL / DEALLOCATE matter only while the server holds prepared statements.
+        resets = statements is not None and bool(server.prepared)
+        text = data.lower() if gate is None or resets else b""
+        if gate is None and text.find(b"sqlproxy") >= 0:
+            # The worker's own settings (Guarded._bare); a guarded session's are statements
+            # its gate decides, and their verdicts are never remembered as plain.
+            return False
         if gate is not None and (
             (binds and self._bind_armed())
             or not self._remembered_plain(gate, data, starts)  # (last: it counts)
         ):
             return False
-        if statements is not None and (text.find(b"discard") >= 0 or text.find(b"deallocate") >= 0):
+        if resets and (text.find(b"discard") >= 0 or text.find(b"deallocate") >= 0):
             for start in starts:
                 if data[start] == m.QUERY:
                     self._note_statement_reset(memoryview(data)[start:], server)

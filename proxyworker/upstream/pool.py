@@ -55,6 +55,7 @@ class Pool:
         self.idle: dict[str, list[ServerConnection]] = {}
         self.size = 0  # open or opening connections
         self._waiters: deque[_Waiter] = deque()
+        self.max_prepared = db.max_prepared_statements
         self.dead_statements: set[str] = set()
         """Transaction mode: server-side statement names whose clients are gone."""
         self._labels = metrics.pool_labels(db.name)
