@@ -31,6 +31,7 @@ from proxyworker.prepared import PreparedStatements
 from proxyworker.protocol import messages as m
 from proxyworker.server import Worker
 from proxyworker.session import ClientSession, Phase
+from proxyworker.session.state import carried_settings
 from proxyworker.upstream.connection import ServerConnection
 
 _CONFIG = """\
@@ -90,6 +91,7 @@ def _session(guard: bool, mode: str) -> tuple[ClientSession, ServerConnection]:
         # As the handshake leaves it: the server pooled, taken again by each transaction.
         session.transaction_pooling = True
         session.settings = dict(server.params)
+        session._carried = carried_settings(session.settings)  # (as the handshake sets it)
         session._statements = PreparedStatements(1)
         pool.size = 1
         pool.release(server)
