@@ -1,0 +1,102 @@
+#!/bin/bash
+# Instructions per transaction of a live proxy under valgrind's callgrind: everything in its
+# user space (uvloop, the interpreter, the compiled modules), none of the kernel's. Unlike
+# bench/instructions.sh (the session without sockets) this counts what a real pgbench run costs
+# the process. Two measured runs of 100 and 600 transactions per client, after a warm-up, on
+# the same process: their difference, divided by the extra transactions, leaves out connecting,
+# authenticating and each new session's first (uncached) decisions. Stable where timings on a
+# shared machine are not. Needs valgrind and the bench database (`bench/run.py --quick` once).
+#
+#   bench/live-instructions.sh worker|guarded|floor [session|transaction] [pgbench args]
+#   bench/live-instructions.sh guarded transaction -M extended -S
+set -euo pipefail
+cd "$(dirname "$0")/.."
+proxy=$1 mode=${2:-session}
+shift $(($# < 2 ? $# : 2))
+args=("$@")
+[ ${#args[@]} -gt 0 ] || args=(-S)
+clients=8
+
+dir=$(mktemp -d)
+pid=
+cleanup() {
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+upstream=postgresql://sqlproxy_bench:bench-owner-pw@127.0.0.1:5432/sqlproxy_bench?sslmode=disable
+case $proxy in
+worker | guarded)
+    policy="[signatures]
+enabled = false"
+    [ "$proxy" = guarded ] && policy="[signatures]
+enabled = true
+
+[table_limits]
+pgbench_accounts = 100"
+    cat >"$dir/proxy.toml" <<EOF
+[listen]
+host = "127.0.0.1"
+port = $port
+
+[admin]
+port = -1
+
+[logging]
+format = "text"
+level = "warning"
+
+[[users]]
+name = "bench"
+password = "bench-secret"
+
+[[databases]]
+name = "bench"
+upstream = "$upstream"
+pool_mode = "$mode"
+pool_size = $clients
+
+$policy
+EOF
+    command=(.venv/bin/python -m proxyworker --config "$dir/proxy.toml")
+    user=bench password=bench-secret db=bench
+    ;;
+floor)
+    command=(.venv/bin/python bench/floor.py "$port" 5432)
+    user=sqlproxy_bench password=bench-owner-pw db=sqlproxy_bench
+    ;;
+*)
+    echo "usage: $0 worker|guarded|floor [session|transaction] [pgbench args]" >&2
+    exit 2
+    ;;
+esac
+
+PYTHONHASHSEED=0 PYTHONPATH=$PWD valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$dir/cg.out" "${command[@]}" >"$dir/proxy.log" 2>&1 &
+pid=$!
+bench() {
+    PGPASSWORD=$password pgbench -h 127.0.0.1 -p "$port" -U "$user" -n -c $clients -j 2 \
+        -t "$1" "${args[@]}" "$db" >"$dir/pgbench.log" 2>&1 || {
+        cat "$dir/pgbench.log" "$dir/proxy.log" >&2
+        exit 1
+    }
+}
+for _ in $(seq 120); do
+    PGPASSWORD=$password psql -h 127.0.0.1 -p "$port" -U "$user" -c "select 1" "$db" \
+        >/dev/null 2>&1 && break
+    sleep 1
+done
+bench 50 # warm-up, not counted
+measure() { # instructions of one pgbench run of $1 transactions per client
+    callgrind_control -i on "$pid" >/dev/null 2>&1
+    bench "$1"
+    callgrind_control -i off "$pid" >/dev/null 2>&1
+    callgrind_control -d "$pid" >/dev/null 2>&1 # (dumping also zeroes the counters)
+    local last
+    last=$(ls -t "$dir"/cg.out.* | head -1)
+    callgrind_annotate "$last" | awk '/PROGRAM TOTALS/ && !n++ {gsub(",", "", $1); print $1}'
+}
+small=$(measure 100)
+large=$(measure 600)
+echo "$proxy, $mode mode, pgbench ${args[*]}: $(((large - small) / (500 * clients))) user-space instructions per transaction"
