@@ -1,4 +1,5 @@
-"""Compiles the worker's hot path with mypyc: ``make build`` (part of ``make install``).
+"""Compiles the worker's hot path with mypyc: ``make build`` (part of ``make run``, ``make test``
+and ``make bench``).
 
 The modules listed in ``proxyworker/compiled.py`` are type-checked Python; mypyc turns them
 into one C extension (``proxyworker__mypyc``) with a small shim module next to each source

@@ -198,9 +198,7 @@ class Gate:
         catalog = self.catalog
         if self.ddl_pending or (catalog is not None and catalog.loaded_at <= self._ddl_at):
             return None
-        made = self._verdicts_for
-        if made is None or not made.holds(self):
-            self._expire_verdicts()
+        self._expire_verdicts()
         found = self._verdicts.get(raw)
         if found is None:
             return None

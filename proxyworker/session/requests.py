@@ -56,16 +56,7 @@ _EXTENDED: Final = {
 # a portal; Flush, answered by nothing, is none: 0xFF); 0 for any other message.
 _NOT_PLAIN: Final = 0
 _PLAIN_REQUESTS: Final = bytes(
-    {
-        m.QUERY: Request.QUERY,
-        m.SYNC: Request.SYNC,
-        m.PARSE: Request.PARSE,
-        m.BIND: Request.BIND,
-        m.DESCRIBE: Request.DESCRIBE_STATEMENT,
-        m.EXECUTE: Request.EXECUTE,
-        m.CLOSE: Request.CLOSE,
-        m.FLUSH: 0xFF,
-    }.get(kind, _NOT_PLAIN)
+    {m.QUERY: Request.QUERY, m.SYNC: Request.SYNC, **_EXTENDED, m.FLUSH: 0xFF}.get(kind, _NOT_PLAIN)
     for kind in range(256)
 )
 _PORTAL: Final = ord("P")
@@ -310,7 +301,7 @@ class Requests(Responses):
                     if renamed is not None and renamed.message is not None:
                         replacement = renamed.replay + renamed.message
                 request = _EXTENDED[kind]
-                if request is Request.DESCRIBE_STATEMENT and view[5] == ord("P"):
+                if request is Request.DESCRIBE_STATEMENT and view[5] == _PORTAL:
                     request = Request.DESCRIBE_PORTAL
                 tag: object = (
                     renamed.server_name if renamed is not None and kind == m.PARSE else None

@@ -206,7 +206,7 @@ class Pool:
             payload += m.query(reset_query)
             count += 1
         dead = [name for name in conn.prepared if name in self.dead_statements]
-        overflow = len(conn.prepared) - len(dead) - self.db.max_prepared_statements
+        overflow = len(conn.prepared) - len(dead) - self.max_prepared
         if overflow > 0:
             dead += [n for n in conn.prepared if n not in self.dead_statements][:overflow]
         if dead:
