@@ -11,7 +11,12 @@
 #   bench/live-instructions.sh guarded transaction -M extended -S
 set -euo pipefail
 cd "$(dirname "$0")/.."
-proxy=$1 mode=${2:-session}
+usage() {
+    echo "usage: $0 worker|guarded|floor [session|transaction] [pgbench args]" >&2
+    exit 2
+}
+proxy=${1:-} mode=${2:-session}
+case $mode in session | transaction) ;; *) usage ;; esac
 shift $(($# < 2 ? $# : 2))
 args=("$@")
 [ ${#args[@]} -gt 0 ] || args=(-S)
@@ -25,51 +30,21 @@ cleanup() {
 }
 trap cleanup EXIT
 port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-upstream=postgresql://sqlproxy_bench:bench-owner-pw@127.0.0.1:5432/sqlproxy_bench?sslmode=disable
 case $proxy in
 worker | guarded)
-    policy="[signatures]
-enabled = false"
-    [ "$proxy" = guarded ] && policy="[signatures]
-enabled = true
-
-[table_limits]
-pgbench_accounts = 100"
-    cat >"$dir/proxy.toml" <<EOF
-[listen]
-host = "127.0.0.1"
-port = $port
-
-[admin]
-port = -1
-
-[logging]
-format = "text"
-level = "warning"
-
-[[users]]
-name = "bench"
-password = "bench-secret"
-
-[[databases]]
-name = "bench"
-upstream = "$upstream"
-pool_mode = "$mode"
-pool_size = $clients
-
-$policy
-EOF
+    # The bench's own worker configuration (bench/services.py), one database per pool mode.
+    PYTHONPATH=bench .venv/bin/python -c 'import sys, services
+print(services.worker_config(int(sys.argv[1]), int(sys.argv[2]), 5432, sys.argv[3] == "guarded"))' \
+        "$port" $clients "$proxy" >"$dir/proxy.toml"
     command=(.venv/bin/python -m proxyworker --config "$dir/proxy.toml")
     user=bench password=bench-secret db=bench
+    if [ "$mode" = transaction ]; then db=bench_tx; fi
     ;;
 floor)
     command=(.venv/bin/python bench/floor.py "$port" 5432)
     user=sqlproxy_bench password=bench-owner-pw db=sqlproxy_bench
     ;;
-*)
-    echo "usage: $0 worker|guarded|floor [session|transaction] [pgbench args]" >&2
-    exit 2
-    ;;
+*) usage ;;
 esac
 
 PYTHONHASHSEED=0 PYTHONPATH=$PWD valgrind --tool=callgrind --instr-atstart=no \

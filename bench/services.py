@@ -31,6 +31,51 @@ SESSION_DB = "bench"
 TRANSACTION_DB = "bench_tx"
 
 
+def worker_config(port: int, pool_size: int, pg_port: int, guard: bool) -> str:
+    """A worker's TOML: the bench database as ``SESSION_DB`` (session mode) and
+    ``TRANSACTION_DB`` (transaction mode), SCRAM for ``CLIENT_USER``; with ``guard`` the
+    default signatures and a row limit on pgbench_accounts (every statement analysed; TPC-B's
+    writes proven bounded), without it the relay alone."""
+    policy = (
+        "[signatures]\nenabled = true\n\n[table_limits]\npgbench_accounts = 100\n"
+        if guard
+        else "[signatures]\nenabled = false\n"
+    )
+    upstream = (
+        f"postgresql://{BENCH_ROLE}:{BENCH_ROLE_PASSWORD}@{HOST}:{pg_port}/{BENCH_DB}"
+        "?sslmode=disable"
+    )
+    return f"""\
+[listen]
+host = "{HOST}"
+port = {port}
+
+[admin]
+port = -1
+
+[logging]
+format = "text"
+level = "warning"
+
+[[users]]
+name = "{CLIENT_USER}"
+password = "{CLIENT_PASSWORD}"
+
+[[databases]]
+name = "{SESSION_DB}"
+upstream = "{upstream}"
+pool_mode = "session"
+pool_size = {pool_size}
+
+[[databases]]
+name = "{TRANSACTION_DB}"
+upstream = "{upstream}"
+pool_mode = "transaction"
+pool_size = {pool_size}
+
+{policy}"""
+
+
 class SetupError(Exception):
     """The bench cannot run (missing tool, database not reachable, a proxy did not start)."""
 
@@ -264,51 +309,10 @@ stats_period = 3600
     def start_worker(
         self, pool_size: int, pg_port: int, processes: int, guard: bool, name: str = "worker"
     ) -> int:
-        """A worker; with ``guard`` it runs the default signatures and a row limit on
-        pgbench_accounts (every statement analysed; TPC-B's writes proven bounded), without
-        it the relay alone. ``name`` tells two workers apart (their logs and CPU time)."""
-        policy = (
-            "[signatures]\nenabled = true\n\n[table_limits]\npgbench_accounts = 100\n"
-            if guard
-            else "[signatures]\nenabled = false\n"
-        )
+        """A worker on a free port, configured by ``worker_config``. ``name`` tells two
+        workers apart (their logs and CPU time)."""
         port = free_port()
-        upstream = (
-            f"postgresql://{BENCH_ROLE}:{BENCH_ROLE_PASSWORD}@{HOST}:{pg_port}/{BENCH_DB}"
-            "?sslmode=disable"
-        )
-        config = self._write(
-            f"{name}.toml",
-            f"""\
-[listen]
-host = "{HOST}"
-port = {port}
-
-[admin]
-port = -1
-
-[logging]
-format = "text"
-level = "warning"
-
-[[users]]
-name = "{CLIENT_USER}"
-password = "{CLIENT_PASSWORD}"
-
-[[databases]]
-name = "{SESSION_DB}"
-upstream = "{upstream}"
-pool_mode = "session"
-pool_size = {pool_size}
-
-[[databases]]
-name = "{TRANSACTION_DB}"
-upstream = "{upstream}"
-pool_mode = "transaction"
-pool_size = {pool_size}
-
-{policy}""",
-        )
+        config = self._write(f"{name}.toml", worker_config(port, pool_size, pg_port, guard))
         env = dict(os.environ)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         argv = [sys.executable, "-m", "proxyworker", "--config", str(config)]
