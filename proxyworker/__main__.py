@@ -2,7 +2,8 @@
 
     python -m proxyworker --config sqlproxy.toml [--workers N] [--check]
     python -m proxyworker --control-plane REDIS_URL --worker-id ID [--state-dir DIR]
-                          [--listen HOST:PORT] [--admin-port N] [--workers N]
+                          [--listen HOST:PORT] [--admin-host HOST] [--admin-port N]
+                          [--workers N]
 
 Standalone (``--config``), the worker enforces a TOML file and SIGHUP reloads it. Fed by the
 control plane (``--control-plane``), it enforces the newest snapshot published in Redis, keeps
@@ -71,6 +72,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     fleet.add_argument("--admin-port", type=int, help="instead of the snapshot's [admin] port")
     fleet.add_argument(
+        "--admin-host", metavar="HOST", help="instead of the snapshot's [admin] host"
+    )
+    fleet.add_argument(
         "--spool-max-mb",
         type=int,
         default=256,
@@ -92,9 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["SQLPROXY_DRY_RUN"] = "1"  # read by every worker process it starts
     if args.control_plane is not None:
         return _main_fleet(args)
-    if args.worker_id is not None or args.listen is not None or args.admin_port is not None:
+    pinning = (args.worker_id, args.listen, args.admin_port, args.admin_host)
+    if any(value is not None for value in pinning):
         print(
-            "error: --worker-id, --listen and --admin-port go with --control-plane", file=sys.stderr
+            "error: --worker-id, --listen, --admin-port and --admin-host go with --control-plane",
+            file=sys.stderr,
         )
         return 2
     try:
@@ -253,7 +259,7 @@ async def _serve_fleet(
     store = fleet.SnapshotFile(args.state_dir)
     candidates = await fleet.initial_snapshots(client, store)
     first = candidates[0][0].config if candidates else WorkerConfig()
-    pinned = fleet.pin(first, args.listen, args.admin_port)
+    pinned = fleet.pin(first, args.listen, args.admin_port, args.admin_host)
     logs.setup(first.logging.level, first.logging.format)
     stream = AuditStream(client, spool)
     # Built with nothing to enforce; the follower swaps the snapshot in, or refuses clients.
@@ -296,7 +302,7 @@ async def _fleet_probe(args: argparse.Namespace) -> None:
     client = fleet.connect(args.control_plane)
     candidates = await fleet.initial_snapshots(client, fleet.SnapshotFile(args.state_dir))
     first = candidates[0][0].config if candidates else WorkerConfig()
-    pinned = fleet.pin(first, args.listen, args.admin_port)
+    pinned = fleet.pin(first, args.listen, args.admin_port, args.admin_host)
     if pinned.admin[1] < 0:
         await client.aclose()
         return

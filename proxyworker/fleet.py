@@ -190,10 +190,18 @@ class Pinned:
     admin: tuple[str, int]
 
 
-def pin(config: WorkerConfig, listen: tuple[str, int] | None, admin_port: int | None) -> Pinned:
+def pin(
+    config: WorkerConfig,
+    listen: tuple[str, int] | None,
+    admin_port: int | None,
+    admin_host: str | None = None,
+) -> Pinned:
     return Pinned(
         listen or (config.listen.host, config.listen.port),
-        (config.admin.host, admin_port if admin_port is not None else config.admin.port),
+        (
+            admin_host if admin_host is not None else config.admin.host,
+            admin_port if admin_port is not None else config.admin.port,
+        ),
     )
 
 

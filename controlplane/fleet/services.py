@@ -97,7 +97,7 @@ def compile_config() -> WorkerConfig:
             users.append(entry)
     config = WorkerConfig(
         listen=Listen(host=fleet_settings["listen_host"], port=fleet_settings["listen_port"]),
-        admin=Admin(port=fleet_settings["admin_port"]),
+        admin=Admin(host=fleet_settings["admin_host"], port=fleet_settings["admin_port"]),
         audit=Audit(sample_allowed=fleet_settings["audit_sample_allowed"]),
         users=users,
         databases=databases,

@@ -192,6 +192,7 @@ SQLPROXY_FLEET = {
     # Process-level sections of the compiled snapshot (not owned by any tenant).
     "listen_host": env_str("SQLPROXY_FLEET_LISTEN_HOST", "0.0.0.0"),
     "listen_port": env_int("SQLPROXY_FLEET_LISTEN_PORT", 6432, minimum=0),
+    "admin_host": env_str("SQLPROXY_FLEET_ADMIN_HOST", "127.0.0.1"),
     "admin_port": env_int("SQLPROXY_FLEET_ADMIN_PORT", 9187, minimum=-1),
     "audit_sample_allowed": env_float("SQLPROXY_FLEET_AUDIT_SAMPLE_ALLOWED", 0.0, minimum=0.0),
 }

@@ -44,6 +44,20 @@ def test_it_compiles_every_tenant_with_its_own_policy(world: World) -> None:
     assert [(u.name, u.databases) for u in config.users] == [("a_app", ["a_orders"])]
 
 
+def test_the_process_sections_come_from_the_settings(settings: Any) -> None:
+    settings.SQLPROXY_FLEET = {
+        "listen_host": "0.0.0.0",
+        "listen_port": 7432,
+        "admin_host": "0.0.0.0",
+        "admin_port": 9300,
+        "audit_sample_allowed": 0.25,
+    }
+    config = services.compile_config()
+    assert (config.listen.host, config.listen.port) == ("0.0.0.0", 7432)
+    assert (config.admin.host, config.admin.port) == ("0.0.0.0", 9300)
+    assert config.audit.sample_allowed == 0.25
+
+
 def test_it_leaves_out_users_without_databases(world: World) -> None:
     world.a_user.databases.clear()
     assert services.compile_config().users == []

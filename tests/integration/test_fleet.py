@@ -14,6 +14,8 @@ import json
 import os
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -488,6 +490,44 @@ def test_a_second_worker_on_the_same_id_and_state_dir_exits(
     assert "restarting" not in second.log()  # a supervisor gives up at once
     assert first.proc is not None and first.proc.poll() is None
     assert first.stop() == 0
+
+
+@pytest.mark.parametrize("flag", [None, "127.0.0.2"], ids=["snapshot", "command-line"])
+def test_the_admin_port_listens_where_it_is_told(
+    redis: RedisServer,
+    upstream: PgCluster,
+    fleet_db: str,
+    tmp_path: Path,
+    started: list[WorkerProcess],
+    flag: str | None,
+) -> None:
+    """``[admin] host`` of the snapshot (the control plane's SQLPROXY_FLEET_ADMIN_HOST), or
+    ``--admin-host`` over it: in a container the probes and the scraper come from outside."""
+    publish(redis, 1, config_toml(upstream, OPEN + '\n[admin]\nhost = "127.0.0.3"\n'))
+    port, admin_port = free_port(), free_port()
+    source = [
+        "--control-plane", redis.url, "--worker-id", "w1", "--state-dir", str(tmp_path),
+        "--listen", f"127.0.0.1:{port}", "--admin-port", str(admin_port),
+    ]  # fmt: skip
+    if flag is not None:
+        source += ["--admin-host", flag]
+    # (admin_port -1: start() waits on 127.0.0.1, where it must not listen)
+    proc = WorkerProcess(str(tmp_path / "worker"), port, -1, source=source)
+    started.append(proc.start())
+    expected = flag or "127.0.0.3"
+
+    def health(host: str) -> int | None:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{admin_port}/healthz", timeout=5) as r:
+                return int(r.status)
+        except urllib.error.URLError as exc:
+            assert isinstance(exc.reason, ConnectionRefusedError), exc
+            return None
+
+    wait_until(lambda: health(expected) == 200, timeout=10)
+    for other in {"127.0.0.1", "127.0.0.2", "127.0.0.3"} - {expected}:
+        assert health(other) is None, f"/healthz answered on {other}"
+    assert proc.stop() == 0
 
 
 # --- heartbeats ----------------------------------------------------------------------------
