@@ -85,6 +85,7 @@ def _session(guard: bool, mode: str) -> tuple[ClientSession, ServerConnection]:
     gate = Gate(policy, "bench", "bench", sticky=pool.limited, catalog=pool.catalog.current)
     if gate.active:
         session.gate = gate
+        session._startup_path = gate.search_path  # (as the handshake sets it)
     server = ServerConnection(pool.db.upstream, session.pool_key)
     server.transport = _Transport()  # type: ignore[assignment]
     if mode == "transaction":
