@@ -60,7 +60,16 @@ _PLAIN_REQUESTS: Final = bytes(
     for kind in range(256)
 )
 _PORTAL: Final = ord("P")
+_X: Final = ord("x")
+_X_UPPER: Final = ord("X")
 _DESCRIBE_PORTAL: Final = Request.DESCRIBE_PORTAL.value
+
+
+def _mentions_proxy(data: bytes) -> bool:
+    """Does the chunk name the worker's own settings (``sqlproxy.…``, in any case)? Most
+    statements have no x at all: two byte searches answer for them. (A byte is looked for as
+    an int: ``bytes in bytes`` first tries its operand as an int and formats the TypeError.)"""
+    return (_X in data or _X_UPPER in data) and data.lower().find(b"sqlproxy") >= 0
 
 
 class Requests(Responses):
@@ -165,8 +174,7 @@ class Requests(Responses):
             return False  # transaction mode: the client's named statements to rename
         # DISCARD ALL / DEALLOCATE matter only while the server holds prepared statements.
         resets = statements is not None and bool(server.prepared)
-        text = data.lower() if gate is None or resets else b""
-        if gate is None and text.find(b"sqlproxy") >= 0:
+        if gate is None and _mentions_proxy(data):
             # The worker's own settings (Guarded._bare); a guarded session's are statements
             # its gate decides, and their verdicts are never remembered as plain.
             return False
@@ -175,10 +183,12 @@ class Requests(Responses):
             or not self._remembered_plain(gate, data, starts)  # (last: it counts)
         ):
             return False
-        if resets and (text.find(b"discard") >= 0 or text.find(b"deallocate") >= 0):
-            for start in starts:
-                if data[start] == m.QUERY:
-                    self._note_statement_reset(memoryview(data)[start:], server)
+        if resets:
+            text = data.lower()
+            if text.find(b"discard") >= 0 or text.find(b"deallocate") >= 0:
+                for start in starts:
+                    if data[start] == m.QUERY:
+                        self._note_statement_reset(memoryview(data)[start:], server)
         if self._carry_settings:
             self._carry_settings = False
             self._apply_settings(server)

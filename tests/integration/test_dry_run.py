@@ -7,6 +7,7 @@ extended protocol, asyncpg, both pool modes."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 
 import asyncpg
@@ -261,9 +262,12 @@ def test_the_switches_work_without_a_policy(
     unguarded: WorkerProcess, upstream: PgCluster, db: str
 ) -> None:
     before = state(upstream)
-    for protocol in PROTOCOLS:
+    # (Either case: the worker looks for an x, then for the name.)
+    for protocol, switch in itertools.product(
+        PROTOCOLS, ["SET SQLPROXY.DRY_RUN = true", "set sqlproxy.dry_run to on"]
+    ):
         with connect(unguarded, db, protocol, autocommit=True) as conn:
-            conn.execute("SET SQLPROXY.DRY_RUN = true")
+            conn.execute(switch)
             assert conn.execute("DELETE FROM dr_items").rowcount == 20
             assert notices(conn) == ["sqlproxy dry run: DELETE 20 rolled back"]
     assert state(upstream) == before
