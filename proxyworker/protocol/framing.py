@@ -16,6 +16,8 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from mypy_extensions import i64
+
 from proxyworker.protocol.messages import MalformedMessage
 
 CONTINUATION: Final = -1
@@ -59,15 +61,16 @@ class Framer:
         if self._buf or self._skip:
             return None
         starts: list[int] = []
-        limit = self._max
-        pos = 0
-        n = len(data)
+        # (Native 64-bit ints when compiled: no tagging or overflow checks in this loop.)
+        limit: i64 = self._max
+        pos: i64 = 0
+        n: i64 = len(data)
         while pos < n:
             if n - pos < 5:
                 return None
             # (Read unsigned: a length over 2**31 is over the limit, as it is negative signed.)
-            length = (data[pos + 1] << 24) | (data[pos + 2] << 16) | (data[pos + 3] << 8)
-            length |= data[pos + 4]
+            length: i64 = i64(data[pos + 1]) << 24 | i64(data[pos + 2]) << 16
+            length |= i64(data[pos + 3]) << 8 | i64(data[pos + 4])
             if length < 4 or length > limit:
                 return None
             starts.append(pos)
