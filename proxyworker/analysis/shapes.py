@@ -17,8 +17,9 @@ same shape in about the time of one dict lookup, without parsing:
   literal or outside as a whole (a number is never next to a digit, a string ends at a
   quote), so the texts again lex into the same tokens but for literal values. The text found
   this way is then stored under its first key, so the next text of its length costs one
-  lookup.
-- Locating literals is a regex pass done once, when a result is stored. It recognises plain
+  lookup; which of its digits are outside literals follows from the stored text's runs,
+  without reading its literals again.
+- Locating literals is one regex pass, done when a result is stored. It recognises plain
   string literals ('...', quotes doubled), numbers, and quoted identifiers (kept). Anything
   that could make its reading differ from the server's — comments, dollar quotes, prefixed
   strings (E'', B'', X'', N'', U&''), NUL — leaves a trace outside the literals it found, and
@@ -43,6 +44,10 @@ MAX_SHAPED_TEXT: Final = 8192
 """Longer texts are not stored: they are rarely repeated and would pin memory."""
 
 _ZEROS: Final = bytes.maketrans(b"0123456789", b"0000000000")
+_DIGIT_FLAGS: Final = bytes(0xFF if 0x30 <= byte <= 0x39 else 0 for byte in range(256))
+_FIXED_RUN: Final = b"\xff" * MAX_SHAPED_TEXT
+_NUL: Final = 0
+_QUOTE: Final = 0x27
 _EXACT: Final = -1
 """A stored text that only the same text finds."""
 _RUN: Final = re.compile(rb"[0-9]+")
@@ -61,35 +66,28 @@ _UNSAFE: Final = re.compile(rb"--|/\*|\$(?!\d)|[\w$&\x80-\xff]\x00")
 
 def fixed_digits(raw: bytes) -> int | None:
     """A mask (one 0xFF byte per position, big-endian like ``int.from_bytes``) of the digits
-    of ``raw`` outside its literals; None when the literals cannot be located safely."""
-    if b"\x00" in raw:
+    of ``raw`` outside its literals; None when the literals cannot be located safely. One
+    regex pass: the literals found are blanked in the mask and replaced in the text that
+    ``_UNSAFE`` reads (names stay, a string becomes NUL so a prefix letter before it shows,
+    a number a space)."""
+    if _NUL in raw:
         return None
-    outside = _LITERAL.sub(_outside, raw)
-    if _UNSAFE.search(outside) is not None:
-        return None
-    mask = 0
-    last = len(raw) - 1
+    mask = bytearray(raw.translate(_DIGIT_FLAGS))
+    outside: list[bytes] = []
     position = 0
     for found in _LITERAL.finditer(raw):
-        mask |= _digits_mask(raw, position, found.start(), last)
-        position = found.end() if found.lastgroup is None else found.start()
-    return mask | _digits_mask(raw, position, len(raw), last)
-
-
-def _outside(found: re.Match[bytes]) -> bytes:
-    # Names stay; a string becomes NUL (so a prefix letter before it shows), a number a space.
-    token = found[0]
-    if found.lastgroup == "ident":
-        return token
-    return b"\x00" if token[0] == 0x27 else b" "
-
-
-def _digits_mask(raw: bytes, start: int, end: int, last: int) -> int:
-    mask = 0
-    for position in range(start, end):
-        if 0x30 <= raw[position] <= 0x39:
-            mask |= 0xFF << (8 * (last - position))
-    return mask
+        start, end = found.span()
+        outside.append(raw[position:start])
+        if found.lastgroup == "ident":
+            outside.append(raw[start:end])
+        else:
+            outside.append(b"\x00" if raw[start] == _QUOTE else b" ")
+            mask[start:end] = bytes(end - start)
+        position = end
+    outside.append(raw[position:])
+    if _UNSAFE.search(b"".join(outside)) is not None:
+        return None
+    return int.from_bytes(mask, "big")
 
 
 class ShapeCache(Generic[_T]):
@@ -128,13 +126,20 @@ class ShapeCache(Generic[_T]):
         if found is None:
             return None
         value, _, fixed_runs = found
+        # Its digits outside literals are its runs where the stored text's are: the texts
+        # lex alike. (What fixed_digits would find, without reading the literals again.)
+        mask = 0
         if fixed_runs:
-            runs = _RUN.findall(raw)
-            if any(runs[index] != digits for index, digits in fixed_runs):
-                return None
-        mask = fixed_digits(raw)
-        if mask is not None:  # (always: the text reads as the stored one does)
-            self._store(key, (value, raw, mask, False))
+            runs = list(_RUN.finditer(raw))
+            flags = bytearray(len(raw))
+            for index, digits in fixed_runs:
+                run = runs[index]
+                if run[0] != digits:
+                    return None
+                start, end = run.span()
+                flags[start:end] = _FIXED_RUN[: end - start]
+            mask = int.from_bytes(flags, "big")
+        self._store(key, (value, raw, mask, False))
         return value, False
 
     def put(self, raw: bytes, value: _T, shaped: bool) -> None:

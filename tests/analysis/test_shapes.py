@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pglast.parser import scan
 
 from proxyworker.analysis import analyze
-from proxyworker.analysis.shapes import ShapeCache, fixed_digits, literal_invariant
+from proxyworker.analysis.shapes import _ZEROS, ShapeCache, fixed_digits, literal_invariant
 
 
 def _found(stored: str, other: str) -> bool:
@@ -150,13 +150,35 @@ def _tokens(text: str) -> list[tuple[str, str]] | None:
 )
 def test_a_hit_always_lexes_like_the_text_stored(pieces: list[str], runs: list[str]) -> None:
     stored = "".join(pieces)
-    # Another text: the same with some runs of digits replaced, by runs of any length (what
-    # either key can make equal).
+    other = _with_runs(stored, runs)
+    if _found(stored, other):
+        assert _tokens(stored) == _tokens(other)
+
+
+def _with_runs(stored: str, runs: list[str]) -> str:
+    """The same text with some runs of digits replaced, by runs of any length (what either
+    key can make equal)."""
     parts = re.split(r"([0-9]+)", stored)
     for i, run in enumerate(runs):
         positions = range(1, len(parts), 2)
         if positions:
             parts[positions[i % len(positions)]] = run
-    other = "".join(parts)
-    if _found(stored, other):
-        assert _tokens(stored) == _tokens(other)
+    return "".join(parts)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(_PIECES, max_size=14),
+    st.lists(st.sampled_from(["0", "1", "7", "42", "365", "100000"]), max_size=8),
+)
+def test_a_text_found_by_its_runs_keeps_the_digits_its_literals_leave(
+    pieces: list[str], runs: list[str]
+) -> None:
+    """Found by the second key, a text is stored under its first with the mask derived from
+    the stored text's runs: the one ``fixed_digits`` finds reading its literals."""
+    stored, other = "".join(pieces).encode(), _with_runs("".join(pieces), runs).encode()
+    cache: ShapeCache[str] = ShapeCache(16)
+    cache.put(stored, "stored", shaped=True)
+    if stored.translate(_ZEROS) == other.translate(_ZEROS) or cache.get(other) is None:
+        return  # (found by the first key, or not at all)
+    assert cache._entries[other.translate(_ZEROS)][2] == fixed_digits(other)
