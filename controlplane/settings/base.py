@@ -204,6 +204,18 @@ SQLPROXY_ALERT_THROTTLE_SECONDS = env_int("SQLPROXY_ALERT_THROTTLE_SECONDS", 300
 """One alert per rule and key (database, rule, client) within this many seconds; repeats
 are counted on it instead of sent."""
 SQLPROXY_REPORT_EMAIL_FROM = env_str("SQLPROXY_REPORT_EMAIL_FROM", "sqlproxy@localhost")
+# Outgoing email (scheduled reports), through Django's SMTP backend.
+EMAIL_HOST = env_str("DJANGO_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("DJANGO_EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("DJANGO_EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_secret("DJANGO_EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = env_bool("DJANGO_EMAIL_USE_TLS", False)
+"""STARTTLS on a plain connection (port 587)."""
+EMAIL_USE_SSL = env_bool("DJANGO_EMAIL_USE_SSL", False)
+"""TLS from the first byte (port 465)."""
+EMAIL_TIMEOUT = env_int("DJANGO_EMAIL_TIMEOUT", 10, minimum=1)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("DJANGO_EMAIL_USE_TLS and DJANGO_EMAIL_USE_SSL: set one, not both")
 SQLPROXY_WEBHOOK_RETRY_BASE_SECONDS = env_float(
     "SQLPROXY_WEBHOOK_RETRY_BASE_SECONDS", 30.0, minimum=0.0
 )

@@ -1,7 +1,8 @@
 """Reports and usage statistics: rows changed kept from ingested events, the usage API
 (the audit statistics plus rows changed, per tenant: charlie sees nothing of tenant A), and
-scheduled daily/weekly reports rendered as HTML, sent by email (locmem backend) and by webhook,
-claimed once even when two processes run the schedule."""
+scheduled daily/weekly reports rendered as HTML, sent by email (Django's SMTP backend to a real
+SMTP server on loopback, with AUTH) and by webhook, claimed once even when two processes run the
+schedule."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.core import mail
 from django.utils import timezone
 
 from controlplane.alerts.models import Delivery, WebhookEndpoint
@@ -20,6 +20,7 @@ from controlplane.reports.models import ReportSchedule, TableRows
 from controlplane.reports.tasks import send_due_reports
 from proxyworker.config.events import AuditEvent as AuditEventStruct
 from tests.controlplane.conftest import World, ingest
+from tests.support.smtpserver import SmtpServer
 from tests.support.webhooks import WebhookReceiver
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -117,10 +118,21 @@ def receiver() -> Iterator[WebhookReceiver]:
     server.stop()
 
 
+@pytest.fixture
+def smtp(settings: Any) -> Iterator[SmtpServer]:
+    """A mail server, and the settings an operator gives for it (DJANGO_EMAIL_*)."""
+    server = SmtpServer().start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
+    settings.EMAIL_HOST_USER, settings.EMAIL_HOST_PASSWORD = server.user, server.password
+    settings.SQLPROXY_REPORT_EMAIL_FROM = "sqlproxy@example.com"
+    yield server
+    server.stop()
+
+
 def test_a_due_daily_report_is_emailed_and_posted_once(
-    traffic: None, world: World, receiver: WebhookReceiver, settings: Any
+    traffic: None, world: World, receiver: WebhookReceiver, smtp: SmtpServer
 ) -> None:
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     hook = WebhookEndpoint(tenant=world.a, name="r", kind="json", url=receiver.url("/json"))
     hook.set_secret(receiver.secret)
     hook.save()
@@ -134,10 +146,14 @@ def test_a_due_daily_report_is_emailed_and_posted_once(
     assert send_due_reports.apply().get() == 1  # the beat task
     assert not services.claim(stale_copy, now)  # the other process loses the claim
     assert services.send_due_reports() == 0
-    (message,) = mail.outbox
-    assert message.to == ["sec@example.com", "ops@example.com"]
-    assert "daily report: Tenant A" in message.subject
-    html = message.alternatives[0][0]
+    (mailed,) = smtp.received
+    assert mailed.authenticated
+    assert mailed.mail_from == "sqlproxy@example.com"
+    assert mailed.rcpt_tos == ["sec@example.com", "ops@example.com"]
+    assert "daily report: Tenant A" in mailed.message["Subject"]
+    part = mailed.message.get_body(preferencelist=("html",))
+    assert part is not None
+    html = part.get_content()
     assert "honeytoken_table" in html and "public.order_lines" in html and "b_billing" not in html
     (posted,) = receiver.received
     assert posted.problems == []
@@ -149,14 +165,28 @@ def test_a_due_daily_report_is_emailed_and_posted_once(
     assert schedule.next_run == due + dt.timedelta(days=1) and schedule.last_sent is not None
 
 
-def test_a_weekly_report_left_for_weeks_is_sent_once(world: World, settings: Any) -> None:
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+def test_a_weekly_report_left_for_weeks_is_sent_once(world: World, smtp: SmtpServer) -> None:
     now = timezone.now()
     schedule = ReportSchedule.objects.create(
         tenant=world.a, name="weekly", period="weekly", email_to="sec@example.com",
         next_run=now - dt.timedelta(days=30),
     )  # fmt: skip
     assert services.send_due_reports(now) == 1
-    assert len(mail.outbox) == 1
+    assert len(smtp.received) == 1
     schedule.refresh_from_db()
     assert now < schedule.next_run <= now + dt.timedelta(days=7)
+
+
+def test_a_refused_email_is_recorded_and_the_schedule_moves_on(
+    world: World, smtp: SmtpServer
+) -> None:
+    smtp.refuse.add("sec@example.com")
+    now = timezone.now()
+    schedule = ReportSchedule.objects.create(
+        tenant=world.a, name="daily", period="daily", email_to="sec@example.com", next_run=now,
+    )  # fmt: skip
+    assert services.send_due_reports(now) == 1
+    assert smtp.received == []
+    schedule.refresh_from_db()
+    assert schedule.last_error.startswith("email: ") and "no such mailbox" in schedule.last_error
+    assert schedule.last_sent is not None and schedule.next_run > now

@@ -56,6 +56,16 @@ def settings_environment() -> tuple[set[str], set[str]]:
     return names, secrets
 
 
+def required_secrets() -> set[str]:
+    """The secrets a running control plane refuses to start without: those that
+    ``controlplane/settings/runtime.py`` names in its ``... is required`` errors."""
+    runtime = (ROOT / "controlplane" / "settings" / "runtime.py").read_text()
+    required = set(re.findall(r'"(\w+) \(or \w+_FILE\) is required', runtime))
+    _, secrets = settings_environment()
+    assert required and required <= secrets, (required, secrets)
+    return required
+
+
 # --- Dockerfile ------------------------------------------------------------------------------
 
 
