@@ -267,6 +267,11 @@ async def _serve_fleet(
     worker = Worker(empty, index, workers, audit_writer=stream.write)
     worker.id = worker_id
     follower = fleet.ConfigFollower(worker, client, store, pinned, args.listen is not None)
+    # Before listening: a SIGTERM that comes as soon as the port is open drains as any other.
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, follower.poke)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
     follower.start_with(candidates)
     await worker.start()
     if admin_on and pinned.admin[1] >= 0:
@@ -277,18 +282,17 @@ async def _serve_fleet(
     tasks = [following, beating]
     if index == 0:  # one process adopts the spools of worker ids that no longer run
         tasks.append(spawn(replay_orphans(client, args.state_dir, ids), name="orphan spools"))
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGHUP, follower.poke)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
     await stop.wait()
     log.info("draining", extra={"sessions": len(worker.sessions)})
     await worker.drain()
     await stream.flush(5.0)
     spool.close()
+    follower.stop()
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    _, pending = await asyncio.wait(tasks, timeout=5.0)
+    if pending:
+        log.warning("stopping without waiting for %s", ", ".join(t.get_name() for t in pending))
     await client.aclose()
     return 0
 

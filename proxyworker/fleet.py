@@ -238,6 +238,7 @@ class ConfigFollower:
         self._persisting = asyncio.Lock()
         self._wakeup = asyncio.Event()
         self._rejected = b""  # said once, not again at every reconnect
+        self._stopped = False
 
     def start_with(self, candidates: list[Candidate]) -> None:
         """Enforce the first snapshot found at start that applies, or refuse clients until
@@ -253,10 +254,16 @@ class ConfigFollower:
         """Re-read the snapshot key now (SIGHUP)."""
         self._wakeup.set()
 
+    def stop(self) -> None:
+        """Make ``run`` return within a second, besides cancelling its task: a cancellation
+        that arrives while the Redis client is connecting can be lost inside it (seen with
+        SIGTERM right after start), and the loop would then go on following."""
+        self._stopped = True
+
     async def run(self) -> None:
         delay = 0.1
         down_since: float | None = None
-        while True:
+        while not self._stopped:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(fleet.VERSION_CHANNEL)
@@ -282,13 +289,14 @@ class ConfigFollower:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await asyncio.sleep(delay)
+            if not self._stopped:
+                await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_BACKOFF)
 
     async def _listen(self, pubsub: aioredis.client.PubSub) -> None:
         heard = time.monotonic()
         pinged = False
-        while True:
+        while not self._stopped:
             if self._wakeup.is_set():
                 self._wakeup.clear()
                 await self.refresh()
