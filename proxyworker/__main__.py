@@ -203,10 +203,13 @@ async def _serve(path: str, config: WorkerConfig, index: int, workers: int, admi
 
     loop = asyncio.get_running_loop()
     worker = Worker(config, index, workers)
+    # Before listening: a SIGTERM that comes as soon as the port is open drains as any other.
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
     await worker.start()
     if admin_on and config.admin.port >= 0:
         await admin.serve(config.admin.host, config.admin.port, worker.check_ready)
-    stop = asyncio.Event()
 
     def reload() -> None:
         try:
@@ -222,8 +225,6 @@ async def _serve(path: str, config: WorkerConfig, index: int, workers: int, admi
         log.info("configuration reloaded", extra={"databases": len(new.databases)})
 
     loop.add_signal_handler(signal.SIGHUP, reload)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
     await stop.wait()
     log.info("draining", extra={"sessions": len(worker.sessions)})
     await worker.drain()

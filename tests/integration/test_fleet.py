@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -34,7 +31,13 @@ from proxyworker.config.events import AuditEvent
 from tests.support.net import free_port
 from tests.support.pgcluster import PgCluster, wait_until
 from tests.support.redisserver import RedisServer, start_redis
-from tests.support.worker import APP_PASSWORD, APP_USER, ROOT, WorkerProcess, launch_fleet
+from tests.support.worker import (
+    APP_PASSWORD,
+    APP_USER,
+    WorkerProcess,
+    exit_of_sigterm_on_listening,
+    launch_fleet,
+)
 
 DB = "sqlproxy_fleet"
 SCHEMA = """
@@ -542,25 +545,13 @@ def test_sigterm_right_after_start_stops_the_worker(
     publish(redis, 1, config_toml(upstream, OPEN))
     for attempt in range(20):
         state = tmp_path / str(attempt)
-        state.mkdir()
-        log = state / "worker.log"
-        argv = [
-            sys.executable, "-m", "proxyworker", "--control-plane", redis.url,
-            "--worker-id", "w1", "--state-dir", str(state),
+        source = [
+            "--control-plane", redis.url, "--worker-id", "w1", "--state-dir", str(state),
             "--listen", f"127.0.0.1:{free_port()}", "--admin-port", str(free_port()),
         ]  # fmt: skip
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": ROOT},
-            )  # fmt: skip
-        try:
-            wait_until(lambda: b'"listening"' in log.read_bytes(), timeout=15, interval=0.002)  # noqa: B023
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(15) == 0, log.read_text()
-        finally:
-            proc.kill()
-            proc.wait()
+        state.mkdir()
+        log = state / "worker.log"
+        assert exit_of_sigterm_on_listening(source, str(log)) == 0, log.read_text()
 
 
 # --- heartbeats ----------------------------------------------------------------------------

@@ -7,15 +7,25 @@ import json
 import signal
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
 import proxyworker
 from tests.conftest import databases_toml
+from tests.support.net import free_port
 from tests.support.pgcluster import PgCluster, wait_until
 from tests.support.rawpg import RawConnection
-from tests.support.worker import APP_PASSWORD, APP_USER, WorkerProcess, launch
+from tests.support.worker import (
+    APP_PASSWORD,
+    APP_USER,
+    WorkerProcess,
+    exit_of_sigterm_on_listening,
+    launch,
+    worker_config,
+    write_config,
+)
 
 
 @pytest.fixture
@@ -53,6 +63,14 @@ def test_it_keeps_the_running_config_when_a_reload_is_invalid(own_worker: Worker
     assert own_worker.proc is not None and own_worker.proc.poll() is None
     with psycopg.connect(own_worker.dsn("app")) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_sigterm_right_after_start_drains(upstream: PgCluster, tmp_path: Path) -> None:
+    """A SIGTERM the moment the port is open: drained and exit 0, not the default action."""
+    for attempt in range(10):
+        text = worker_config(databases_toml(upstream), port=free_port(), admin_port=free_port())
+        log = str(tmp_path / f"worker-{attempt}.log")
+        assert exit_of_sigterm_on_listening(["--config", write_config(text)], log) == 0
 
 
 def test_it_drains_on_sigterm(own_worker: WorkerProcess, upstream: PgCluster, db: str) -> None:

@@ -12,6 +12,7 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tests.support.net import free_port, wait_for_port
 
@@ -180,3 +181,25 @@ def launch_fleet(
         os.path.join(state_dir, "worker"), port, admin_port, workers, source=source
     )
     return proc.start()
+
+
+def exit_of_sigterm_on_listening(source: list[str], log_path: str) -> int:
+    """Start a worker on ``source`` (its arguments), send SIGTERM the moment it logs that it
+    listens, and return its exit status (15 s at most each way)."""
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "proxyworker", *source], cwd=ROOT, stdout=out,
+            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": ROOT},
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        log = Path(log_path)
+        while b'"listening"' not in log.read_bytes():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"worker did not start:\n{log.read_text()}")
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(15)
+    finally:
+        proc.kill()
+        proc.wait()
