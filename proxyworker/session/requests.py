@@ -20,6 +20,7 @@ from proxyworker.guard.checks import RATE_SQLSTATE, raise_sql
 from proxyworker.guard.rewrite import DRY_RUN_END, PREVIEW_SAVEPOINT
 from proxyworker.protocol import messages as m
 from proxyworker.protocol.tracker import FORWARDED, Action, Expectation, Request
+from proxyworker.session.guarded import mentions_proxy
 from proxyworker.session.responses import Responses
 from proxyworker.session.state import COPY_IN
 from proxyworker.upstream.connection import ServerConnection
@@ -60,16 +61,7 @@ _PLAIN_REQUESTS: Final = bytes(
     for kind in range(256)
 )
 _PORTAL: Final = ord("P")
-_X: Final = ord("x")
-_X_UPPER: Final = ord("X")
 _DESCRIBE_PORTAL: Final = Request.DESCRIBE_PORTAL.value
-
-
-def _mentions_proxy(data: bytes) -> bool:
-    """Does the chunk name the worker's own settings (``sqlproxy.…``, in any case)? Most
-    statements have no x at all: two byte searches answer for them. (A byte is looked for as
-    an int: ``bytes in bytes`` first tries its operand as an int and formats the TypeError.)"""
-    return (_X in data or _X_UPPER in data) and data.lower().find(b"sqlproxy") >= 0
 
 
 class Requests(Responses):
@@ -174,7 +166,7 @@ class Requests(Responses):
             return False  # transaction mode: the client's named statements to rename
         # DISCARD ALL / DEALLOCATE matter only while the server holds prepared statements.
         resets = statements is not None and bool(server.prepared)
-        if gate is None and _mentions_proxy(data):
+        if gate is None and mentions_proxy(data):
             # The worker's own settings (Guarded._bare); a guarded session's are statements
             # its gate decides, and their verdicts are never remembered as plain.
             return False
