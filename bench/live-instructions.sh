@@ -9,6 +9,7 @@
 #
 #   bench/live-instructions.sh worker|guarded|floor [session|transaction] [pgbench args]
 #   bench/live-instructions.sh guarded transaction -M extended -S
+#   KEEP=1 bench/live-instructions.sh worker    # keeps the callgrind profiles to read
 set -euo pipefail
 cd "$(dirname "$0")/.."
 usage() {
@@ -26,7 +27,11 @@ dir=$(mktemp -d)
 pid=
 cleanup() {
     [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-    rm -rf "$dir"
+    if [ -n "${KEEP:-}" ]; then
+        echo "profiles kept in $dir (callgrind_annotate --tree=calling $dir/cg.out.2)" >&2
+    else
+        rm -rf "$dir"
+    fi
 }
 trap cleanup EXIT
 port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -40,6 +40,7 @@ SOURCES = (
     "analysis/shapes.py",
     "metrics.py",
     "prepared.py",
+    "reuse.py",
 )
 """Compiled modules, relative to the package."""
 

@@ -175,7 +175,7 @@ class Worker:
         server = session.server if session is not None else None
         # Only while work is in flight (a request, or a batch not synced yet): a cancel must
         # never hit the next client's query on the same server connection.
-        busy = session is not None and (session._started or session._unsynced)
+        busy = session is not None and (bool(session._started) or session._unsynced)
         if session is None or server is None or session.pool is None or not busy:
             metrics.CANCELS.labels("ignored").inc()
             return

@@ -18,7 +18,11 @@ from __future__ import annotations
 import enum
 from typing import Final
 
+from mypy_extensions import i64
+
 from proxyworker.protocol import messages as m
+from proxyworker.protocol.framing import following
+from proxyworker.reuse import put
 
 
 class Request(enum.IntEnum):
@@ -125,10 +129,11 @@ and sharing them spares an object per message."""
 
 class ResponseTracker:
     """The requests awaiting an answer, oldest first: ``_queue[_head:]`` (a list with a moving
-    head pops from the front without a deque's method calls; it is compacted when it empties,
-    or when answered expectations pile up at its front)."""
+    head pops from the front without a deque's method calls; it is compacted when answered
+    expectations pile up at its front — not each time it empties: an emptied list frees its
+    array, and the next request would allocate it again)."""
 
-    __slots__ = ("_head", "_queue", "_skipping", "dropped")
+    __slots__ = ("_head", "_queue", "_skipping", "dropped", "ended")
 
     def __init__(self) -> None:
         self._queue: list[Expectation] = []
@@ -137,6 +142,8 @@ class ResponseTracker:
         self.dropped: list[Expectation] = []
         """Requests sent after an error whose Sync had not been sent yet: the server skips
         them. The caller takes them (as it takes what ``skip_unit`` returns)."""
+        self.ended: list[tuple[int, Expectation]] = []
+        """What ``route_forwarded`` found ended (a scratch list: ``reuse.put``)."""
 
     def __len__(self) -> int:
         return len(self._queue) - self._head
@@ -144,12 +151,8 @@ class ResponseTracker:
     def _pop(self, count: int) -> None:
         """Forget the ``count`` oldest expectations (answered)."""
         head = self._head + count
-        queue = self._queue
-        if head == len(queue):
-            queue.clear()
-            head = 0
-        elif head >= _COMPACT_AT:
-            del queue[:head]
+        if head >= _COMPACT_AT:
+            del self._queue[:head]
             head = 0
         self._head = head
 
@@ -166,14 +169,14 @@ class ResponseTracker:
             self._skipping = False
         self._queue.append(expectation)
 
-    def expect_forwarded(self, expectations: list[Expectation]) -> None:
-        """``expect`` for requests forwarded as is, given as their ``FORWARDED``
-        expectations."""
+    def expect_forwarded(self, number: int) -> None:
+        """``expect`` for a request forwarded as is, given as its number."""
+        expectation = FORWARDED[number]
+        assert expectation is not None
         if self._skipping:
-            for expectation in expectations:
-                self.expect(expectation.request)
+            self.expect(expectation.request)
         else:
-            self._queue.extend(expectations)
+            self._queue.append(expectation)
 
     def units_in_flight(self) -> int:
         """Requests ending with ReadyForQuery that have not been answered yet."""
@@ -198,32 +201,35 @@ class ResponseTracker:
             return head, True
         return head, False
 
-    def route_forwarded(
-        self, data: bytes, starts: list[int]
-    ) -> list[tuple[int, Expectation]] | None:
-        """``route`` for a chunk of whole messages (``Framer.whole``: the offset each starts
-        at) when every one is only an answer (no error, asynchronous or COPY message) to a
-        request forwarded as is: the requests they end, each with the offset of the message
-        that ends it. None, with nothing routed, for any other chunk: route it message by
-        message."""
+    def route_forwarded(self, data: bytes) -> int:
+        """``route`` for a chunk of whole messages (``Framer.whole``) when every one is only
+        an answer (no error, asynchronous or COPY message) to a request forwarded as
+        is: how many requests they end, and in ``ended`` each of those (from the first; the
+        rest is stale) with the offset of the message that ends it. -1, with nothing routed,
+        for any other chunk: route it message by message."""
         queue = self._queue
         end = len(queue)
         at = self._head  # the request the next message answers
-        ended: list[tuple[int, Expectation]] = []
-        for start in starts:
+        ended = self.ended
+        done = 0
+        start: i64 = 0
+        n: i64 = len(data)
+        while start < n:
             kind = data[start]
             if at == end or not _ANSWERS[kind]:
-                return None
+                return -1
             expectation = queue[at]
             terminal = expectation.forwarded_terminal
             if terminal is None:
-                return None
+                return -1
             if terminal[kind]:
-                ended.append((start, expectation))
+                put(ended, done, (start, expectation))
+                done += 1
                 at += 1
-        if ended:
-            self._pop(at - self._head)
-        return ended
+            start = following(data, start)
+        if done:
+            self._pop(done)
+        return done
 
     def skip_unit(self) -> list[Expectation]:
         """After an ErrorResponse the server skips to the Sync: drop what it will not answer."""

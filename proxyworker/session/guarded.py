@@ -19,6 +19,8 @@ import re
 import time
 from typing import Final, Literal
 
+from mypy_extensions import i64
+
 from proxyworker import metrics
 from proxyworker.config.events import AuditEvent
 from proxyworker.guard.checks import raise_sql
@@ -41,7 +43,9 @@ from proxyworker.guard.rewrite import (
 )
 from proxyworker.policy.decision import Allow, Deny
 from proxyworker.protocol import messages as m
+from proxyworker.protocol.framing import following
 from proxyworker.protocol.tracker import Action, Request
+from proxyworker.reuse import put
 from proxyworker.session.pooling import Pooling
 from proxyworker.session.state import STATUS_IDLE, AuditSlot, Kept
 from proxyworker.upstream.connection import ServerConnection
@@ -419,26 +423,29 @@ class Guarded(Pooling):
             view = memoryview(m.parse(parsed.name, rewritten.sql, parsed.param_types))
         return b"", False, view
 
-    def _remembered_plain(self, gate: Gate, data: bytes, starts: list[int]) -> bool:
-        """A guarded session's plain chunk: every statement in it (Query, Parse) has a
-        remembered verdict that lets it through as it is — allowed, nothing to check or
-        alert, none of the worker's settings — so deciding it again (``_verdict``) would
-        record no event and change nothing. Then what deciding does besides is done here;
-        otherwise False, with nothing done."""
+    def _remembered_plain(self, gate: Gate, data: bytes) -> bool:
+        """A guarded session's plain chunk (whole messages: ``Framer.whole``): every
+        statement in it (Query, Parse) has a remembered verdict that lets it through as it
+        is — allowed, nothing to check or alert, none of the worker's settings — so deciding
+        it again (``_verdict``) would record no event and change nothing. Then what deciding
+        does besides is done here; otherwise False, with nothing done."""
         assert self.pool is not None
         policy = self.policy
         if policy.limits or policy.honeytoken_tables:
             gate.catalog = self.pool.catalog.snapshot()
         if not self._readable:
             return False
-        verdicts: list[Verdict] = []
-        parsed: list[str] = []
-        last = len(starts) - 1
-        for i, start in enumerate(starts):
+        verdicts = self._plain_verdicts  # (scratch lists: reuse.put)
+        names = self._plain_names
+        found = parses = 0
+        end: i64 = 0
+        n: i64 = len(data)
+        while end < n:
+            start = end
+            end = following(data, start)
             kind = data[start]
             if kind != m.QUERY and kind != m.PARSE:
                 continue
-            end = starts[i + 1] if i < last else len(data)
             if kind == m.QUERY:
                 raw = data[start + 5 : end - 1]
             else:
@@ -452,7 +459,8 @@ class Guarded(Pooling):
                         return False  # (the message-by-message path answers it)
                     raw = statement.sql.encode()
                     self._parse_body, self._parse_memo = body, (statement, raw)
-                parsed.append(statement.name)
+                put(names, parses, statement.name)
+                parses += 1
             verdict = gate.remembered(raw)
             if (
                 verdict is None
@@ -465,10 +473,12 @@ class Guarded(Pooling):
                 or (verdict.decision.verify and (kind == m.PARSE or verdict.path != "static"))
             ):
                 return False
-            verdicts.append(verdict)
-        for verdict in verdicts:
-            _GUARD_PATHS[verdict.path].inc()
-        for name in parsed:  # (as _gate_extended does for a Parse it lets through)
+            put(verdicts, found, verdict)
+            found += 1
+        for i in range(found):
+            _GUARD_PATHS[verdicts[i].path].inc()
+        for i in range(parses):  # (as _gate_extended does for a Parse it lets through)
+            name = names[i]
             self._checked_statements.discard(name)
             if self._audited_statements:
                 self._audited_statements.pop(name, None)
@@ -521,7 +531,7 @@ class Guarded(Pooling):
     def _end_block(self, conn: ServerConnection, commit: bool) -> None:
         """End the transaction block the worker opened (QueryPlan.decide), then let the
         client's waiting messages through."""
-        self._started.append(time.perf_counter())
+        self._started.append(metrics.clock())
         self.tracker.expect(Request.QUERY, Action.CHECK_QUERY, FINISH)
         assert conn.transport is not None
         conn.transport.write(m.query("COMMIT" if commit else "ROLLBACK"))

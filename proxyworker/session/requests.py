@@ -12,14 +12,16 @@ with its messages kept in order in a backlog.
 from __future__ import annotations
 
 import logging
-from time import perf_counter
 from typing import Final
+
+from mypy_extensions import i64
 
 from proxyworker import metrics
 from proxyworker.guard.checks import RATE_SQLSTATE, raise_sql
 from proxyworker.guard.rewrite import DRY_RUN_END, PREVIEW_SAVEPOINT
 from proxyworker.protocol import messages as m
-from proxyworker.protocol.tracker import FORWARDED, Action, Expectation, Request
+from proxyworker.protocol.framing import following
+from proxyworker.protocol.tracker import Action, Request
 from proxyworker.session.guarded import mentions_proxy
 from proxyworker.session.responses import Responses
 from proxyworker.session.state import COPY_IN
@@ -137,31 +139,30 @@ class Requests(Responses):
             )
         ):
             return False
-        starts = self.framer.whole(data)
-        if starts is None:
+        if not self.framer.whole(data):
             return False
         statements = self._statements
-        expectations: list[Expectation] = []
         units = binds = 0
-        for start in starts:
+        kind = 0
+        start: i64 = 0
+        n: i64 = len(data)
+        while start < n:
             kind = data[start]
+            after = following(data, start)
             number = _PLAIN_REQUESTS[kind]
             if number == _NOT_PLAIN:
                 return False
-            if kind == m.FLUSH:
-                continue  # (answered by nothing)
             if kind == m.QUERY or kind == m.SYNC:
                 units += 1
-            elif kind == m.DESCRIBE:
-                if data[start + 5] == _PORTAL:
-                    number = _DESCRIBE_PORTAL
             elif kind == m.BIND:
                 binds += 1
-            elif kind == m.PARSE and statements is not None and data[start + 5]:
-                return False  # transaction mode: a named statement to rename
-            expectation = FORWARDED[number]
-            assert expectation is not None
-            expectations.append(expectation)
+            elif kind == m.DESCRIBE or kind == m.PARSE:
+                if after - start < 7:
+                    return False  # too short to read (the message-by-message path answers it)
+                if kind == m.PARSE and statements is not None and data[start + 5]:
+                    return False  # transaction mode: a named statement to rename
+            start = after
+        last = kind
         if statements is not None and statements:
             return False  # transaction mode: the client's named statements to rename
         # DISCARD ALL / DEALLOCATE matter only while the server holds prepared statements.
@@ -172,31 +173,41 @@ class Requests(Responses):
             return False
         if gate is not None and (
             (binds and self._bind_armed())
-            or not self._remembered_plain(gate, data, starts)  # (last: it counts)
+            or not self._remembered_plain(gate, data)  # (last: it counts)
         ):
             return False
         if resets:
             text = data.lower()
             if text.find(b"discard") >= 0 or text.find(b"deallocate") >= 0:
-                for start in starts:
+                start = 0
+                while start < n:
                     if data[start] == m.QUERY:
                         self._note_statement_reset(memoryview(data)[start:], server)
+                    start = following(data, start)
         if self._carry_settings:
             self._carry_settings = False
             self._apply_settings(server)
-        self.tracker.expect_forwarded(expectations)
+        tracker = self.tracker
+        started = self._started
+        pending = None if gate is None else self._audit_pending
+        now = metrics.clock() if units else 0.0
+        start = 0
+        while start < n:
+            kind = data[start]
+            if kind == m.QUERY or kind == m.SYNC:
+                started.append(now)
+                if pending is not None:
+                    pending.append(None)  # (nothing to audit)
+            if kind == m.DESCRIBE and data[start + 5] == _PORTAL:
+                tracker.expect_forwarded(_DESCRIBE_PORTAL)
+            elif kind != m.FLUSH:  # (answered by nothing)
+                tracker.expect_forwarded(_PLAIN_REQUESTS[kind])
+            start = following(data, start)
         if units:
             assert self._labels is not None
-            now = perf_counter()
-            for _ in range(units):
-                self._started.append(now)
             self._labels.queries.inc(units)
-            if gate is not None:
-                for _ in range(units):
-                    self._audit_pending.append(None)  # (nothing to audit)
-                if self._parsed_now:
-                    self._parsed_now.clear()
-        last = data[starts[-1]]
+            if gate is not None and self._parsed_now:
+                self._parsed_now.clear()
         self._unsynced = last != m.QUERY and last != m.SYNC
         self._forwarded = True
         transport = server.transport
@@ -222,7 +233,7 @@ class Requests(Responses):
             replacement: bytes | memoryview | None = None
             if kind == m.QUERY or kind == m.SYNC or kind == m.FUNCTION_CALL:
                 # Each of these is answered with exactly one ReadyForQuery.
-                self._started.append(perf_counter())
+                self._started.append(metrics.clock())
                 self._labels.queries.inc()
                 self._unsynced = False
                 over = self.policy.rate is not None and not self._within_rate()

@@ -10,8 +10,9 @@ never reaches the client.
 from __future__ import annotations
 
 import logging
-from time import perf_counter
 from typing import Final
+
+from mypy_extensions import i64
 
 from proxyworker import metrics
 from proxyworker.guard.checks import CLIENT_SQLSTATE, ROWS_SQLSTATE, raise_sql
@@ -19,7 +20,7 @@ from proxyworker.guard.rewrite import DRY_RUN_SQLSTATE, QueryPlan, dry_notice
 from proxyworker.policy.budget import rows_of_tag
 from proxyworker.policy.decision import DENIED
 from proxyworker.protocol import messages as m
-from proxyworker.protocol.framing import CONTINUATION
+from proxyworker.protocol.framing import CONTINUATION, following
 from proxyworker.protocol.tracker import Action, Expectation, ProtocolDesync, Request
 from proxyworker.session.guarded import Guarded
 from proxyworker.session.state import STATUS_IDLE, carried_settings
@@ -106,10 +107,15 @@ class Responses(Guarded):
     """The relay from the server to the client."""
 
     def server_data(self, conn: ServerConnection, data: bytes) -> None:
-        if not self._tokens and self._held is None and not self._poisoned and not self.modes.active:
-            starts = conn.framer.whole(data)
-            if starts is not None and self._relayed_as_is(conn, data, starts):
-                return
+        if (
+            not self._tokens
+            and self._held is None
+            and not self._poisoned
+            and not self.modes.active
+            and conn.framer.whole(data)
+            and self._relayed_as_is(conn, data)
+        ):
+            return
         try:
             msgs = conn.framer.feed(data)
         except m.MalformedMessage as malformed:  # (a name of its own: docs/compiled.md)
@@ -231,7 +237,7 @@ class Responses(Guarded):
         if not self._started:
             self._request_cycle_done(conn)
 
-    def _relayed_as_is(self, conn: ServerConnection, data: bytes, starts: list[int]) -> bool:
+    def _relayed_as_is(self, conn: ServerConnection, data: bytes) -> bool:
         """The common chunk, at the cost of one pass over its lengths: whole messages that
         are only answers (no error, notice, notification, parameter or COPY message) to
         requests forwarded as is, and no command tag wanted by the audit. It goes to the
@@ -239,18 +245,24 @@ class Responses(Guarded):
         nothing done, for any other chunk."""
         pending = self._audit_pending
         if pending and self._tags_wanted():
-            for start in starts:
+            start: i64 = 0
+            n: i64 = len(data)
+            while start < n:
                 if data[start] == m.COMMAND_COMPLETE:
                     return False
-        ended = self.tracker.route_forwarded(data, starts)
-        if ended is None:
+                start = following(data, start)
+        tracker = self.tracker
+        done = tracker.route_forwarded(data)
+        if done < 0:
             return False
         self._carry = False
-        for start, expectation in ended:
+        ended = tracker.ended
+        for i in range(done):
+            at, expectation = ended[i]
             # (What _note_end does; no error here.)
-            kind = data[start]
+            kind = data[at]
             if kind == m.READY_FOR_QUERY:
-                self._ready(conn, data[start + 5 : start + 6], expectation)
+                self._ready(conn, data[at + 5 : at + 6], expectation)
             elif expectation.tag is not None and expectation.request is Request.PARSE:
                 self._parsed(conn, expectation.tag, kind == m.PARSE_COMPLETE)
         transport = self.transport
@@ -263,7 +275,12 @@ class Responses(Guarded):
 
     def _tags_wanted(self) -> bool:
         """Does a request in flight want its command tags (the audit's, ``AuditSlot``)?"""
-        return any(slot is not None and slot[1] for slot in self._audit_pending)
+        pending = self._audit_pending
+        for i in range(len(pending)):
+            slot = pending[i]
+            if slot is not None and slot[1]:
+                return True
+        return False
 
     def _note_end(
         self,
@@ -289,10 +306,10 @@ class Responses(Guarded):
         if expectation.action is Action.SWALLOW:
             return  # the worker's own Query (session settings), not a client request
         assert self._labels is not None
-        elapsed = perf_counter() - self._started.pop(0)
+        elapsed = metrics.clock() - self._started.popleft()
         self._labels.latency.observe(elapsed)
         if self._audit_pending:
-            slot = self._audit_pending.pop(0)
+            slot = self._audit_pending.popleft()
             if slot is not None and (slot[1] or self._guard_refusal is not None):
                 self._audited(slot[0], elapsed, self._settle_rows())
             else:

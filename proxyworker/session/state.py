@@ -22,6 +22,7 @@ from proxyworker.prepared import PreparedStatements
 from proxyworker.protocol import messages as m
 from proxyworker.protocol.framing import CONTINUATION, Framer
 from proxyworker.protocol.tracker import Action, Request, ResponseTracker
+from proxyworker.reuse import Fifo
 from proxyworker.upstream.connection import ServerConnection
 
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ class SessionState(asyncio.Protocol):
         self._wakeup: asyncio.Future[None] | None = None
         # relay state
         self.framer = Framer(worker.config.listen.max_message_size, frozenset({m.COPY_DATA}))
-        self._started: list[float] = []  # one per request in flight (few: a list pops cheaply)
+        self._started: Fifo[float] = Fifo()  # when each request in flight was sent
         self._unsynced = False
         self._backlog: list[tuple[int, memoryview]] = []
         self._acquiring = False
@@ -189,12 +190,14 @@ class SessionState(asyncio.Protocol):
         # The last Parse body and what parse_parse made of it, with its text's UTF-8 bytes.
         self._parse_body: bytes | None = None  # (None: no body equals it, not even b"")
         self._parse_memo: tuple[m.ParseMessage, bytes] = (m.ParseMessage("", "", b""), b"")
+        self._plain_verdicts: list[Verdict] = []  # (Guarded._remembered_plain's scratch)
+        self._plain_names: list[str] = []
         self._startup_path: tuple[str, ...] = ()
         self._carry_settings = False  # transaction mode: a server was just linked
         self._tokens = worker.policy.honeytoken_values
         self._unit_events: list[Kept] = []  # decisions of the request being sent
         # Per request in flight, what its answer leaves to audit (Guarded._audit_slot).
-        self._audit_pending: list[AuditSlot] = []
+        self._audit_pending: Fifo[AuditSlot] = Fifo()
         self._last_tag = b""
         self._guard_refusal: str | None = None  # a refusal raised by the server-side check
         self._server_fatal = False

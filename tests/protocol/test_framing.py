@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxyworker.protocol import messages as m
-from proxyworker.protocol.framing import CONTINUATION, Framer
+from proxyworker.protocol.framing import CONTINUATION, Framer, following
 
 
 def msg(kind: bytes, body: bytes) -> bytes:
@@ -69,26 +69,37 @@ def test_it_rejects_impossible_lengths(length: int) -> None:
         framer.feed(b"Q" + struct.pack("!i", length) + b"...")
 
 
-def test_whole_gives_the_starts_of_a_chunk_of_whole_messages() -> None:
+def test_whole_counts_the_messages_of_a_chunk_and_following_walks_them() -> None:
     framer = Framer(1 << 20)
-    starts = framer.whole(STREAM)
-    assert starts is not None
+    assert framer.whole(STREAM) == 4
+    starts = starts_of(STREAM)
     assert [STREAM[s] for s in starts] == list(b"TDCZ")
-    assert starts[0] == 0 and starts == sorted(starts)
+    assert following(STREAM, starts[-1]) == len(STREAM)
     assert [chr(k) for k, _ in Framer(1 << 20).feed(STREAM)] == list("TDCZ")
+    assert [bytes(v) for _, v in Framer(1 << 20).feed(STREAM)] == [
+        STREAM[a:b] for a, b in zip(starts, [*starts[1:], len(STREAM)], strict=True)
+    ]
     assert framer.aligned and framer.pending == 0
+
+
+def starts_of(chunk: bytes) -> list[int]:
+    """Where the messages of a chunk ``whole`` accepts start, walked with ``following``."""
+    starts = [0]
+    for _ in range(Framer(1 << 20).whole(chunk) - 1):
+        starts.append(following(chunk, starts[-1]))
+    return starts
 
 
 @settings(max_examples=200)
 @given(st.integers(min_value=1, max_value=len(STREAM) - 1))
 def test_whole_leaves_any_other_chunk_to_feed(cut: int) -> None:
     framer = Framer(1 << 20)
-    boundaries = set(Framer(1 << 20).whole(STREAM) or ())
+    boundaries = set(starts_of(STREAM))
     head = framer.whole(STREAM[:cut])
     if cut in boundaries:
-        assert head is not None  # whole messages up to the cut
+        assert head == len([b for b in boundaries if b < cut])  # whole messages to the cut
     else:
-        assert head is None and framer.pending == 0  # nothing consumed: feed takes it all
+        assert head == 0 and framer.pending == 0  # nothing consumed: feed takes it all
         assert (
             b"".join(bytes(v) for _, v in framer.feed(STREAM[:cut]))
             == STREAM[:cut][: max(b for b in boundaries if b < cut)]
@@ -96,7 +107,7 @@ def test_whole_leaves_any_other_chunk_to_feed(cut: int) -> None:
     # Something held back by feed: whole declines until it is complete.
     framer = Framer(1 << 20)
     framer.feed(STREAM[:3])
-    assert framer.whole(STREAM[3:]) is None
+    assert framer.whole(STREAM[3:]) == 0
     assert b"".join(bytes(v) for _, v in framer.feed(STREAM[3:])) == STREAM
 
 
@@ -104,6 +115,6 @@ def test_whole_leaves_any_other_chunk_to_feed(cut: int) -> None:
 def test_whole_declines_impossible_lengths_so_feed_reports_them(length: int) -> None:
     framer = Framer(1 << 20)
     bad = b"Q" + struct.pack("!i", length) + b"..."
-    assert framer.whole(bad) is None
+    assert framer.whole(bad) == 0
     with pytest.raises(m.MalformedMessage):
         framer.feed(bad)
