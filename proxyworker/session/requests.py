@@ -217,7 +217,16 @@ class Requests(Responses):
 
     def _forward(self, msgs: list[tuple[int, memoryview]], whole: bytes | None) -> None:
         """Send client messages to the linked server; ``whole`` is the chunk they came in,
-        when it was made of exactly these messages and can be written as is."""
+        when it was made of exactly these messages and can be written as is. A message whose
+        body breaks the protocol ends the session with 08P01, as the server would end it
+        (and the server connection with it: part of the chunk may have reached it)."""
+        try:
+            self._forward_messages(msgs, whole)
+        except m.MalformedMessage as malformed:  # (a name of its own: docs/compiled.md)
+            self._unsynced = True  # (so _finish does not return the server to the pool)
+            self.fatal("08P01", f"sqlproxy: {malformed}")
+
+    def _forward_messages(self, msgs: list[tuple[int, memoryview]], whole: bytes | None) -> None:
         server = self.server
         assert server is not None and self._labels is not None
         if self._generation != self.worker.generation and not self._follow_config(server):
@@ -314,8 +323,11 @@ class Requests(Responses):
                     if renamed is not None and renamed.message is not None:
                         replacement = renamed.replay + renamed.message
                 request = _EXTENDED[kind]
-                if request is Request.DESCRIBE_STATEMENT and view[5] == _PORTAL:
-                    request = Request.DESCRIBE_PORTAL
+                if request is Request.DESCRIBE_STATEMENT:
+                    if len(view) < 7:
+                        raise m.MalformedMessage("Describe names no statement or portal")
+                    if view[5] == _PORTAL:
+                        request = Request.DESCRIBE_PORTAL
                 tag: object = (
                     renamed.server_name if renamed is not None and kind == m.PARSE else None
                 )

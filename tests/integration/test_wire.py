@@ -84,8 +84,10 @@ def test_it_rejects_an_unknown_database_after_authentication(worker: WorkerProce
     [
         (b"Q" + struct.pack("!i", 3), "declares 3 bytes"),
         (b"Q" + struct.pack("!i", 0x7FFFFFF0), "the limit is"),
+        (b"D" + struct.pack("!i", 4) + b"S\x00\x00\x00\x04", "Describe names no statement"),
+        (b"D" + struct.pack("!i", 4), "Describe names no statement"),
     ],
-    ids=["length-too-small", "length-too-large"],
+    ids=["length-too-small", "length-too-large", "empty-describe-then-sync", "empty-describe"],
 )
 def test_it_answers_malformed_messages_with_08P01(
     worker: WorkerProcess, payload: bytes, message: str

@@ -193,3 +193,40 @@ def test_transaction_mode_takes_a_server_and_renames_named_statements() -> None:
     session._client_data(m.parse("s1", "SELECT 2") + m.message(m.SYNC))
     sent = sansio.sent(server)
     assert b"s1\x00" not in sent and b"SELECT 2" in sent
+
+
+@pytest.mark.parametrize("guard", [False, True], ids=["no policy", "guarded"])
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+@pytest.mark.parametrize(
+    ("chunk", "message"),
+    [
+        (m.message(m.DESCRIBE) + m.message(m.SYNC), "Describe names no statement or portal"),
+        (m.message(m.DESCRIBE, b"S"), "Describe names no statement or portal"),
+        (m.parse("", "SELECT 1") + m.message(m.DESCRIBE), "Describe names no statement"),
+        (m.message(m.PARSE, b"\x00SELECT 1"), "not NUL-terminated"),
+        (m.message(m.EXECUTE, b"portal"), "not NUL-terminated"),
+    ],
+    ids=["empty describe", "describe cut short", "parse, empty describe", "parse", "execute"],
+)
+def test_a_malformed_message_ends_the_session_with_08P01(
+    mode: str, guard: bool, chunk: bytes, message: str
+) -> None:
+    """Neither path lets a broken message raise out of the protocol callback: the client is
+    told why (FATAL 08P01, as the server would say) and the server connection, which may have
+    got part of the chunk, is not reused."""
+    session, server = _session(mode, guard)
+    session._portal_tags["portal"] = (b"SELECT", False)  # (an Execute is read for its tag)
+    session._client_data(chunk)
+    answer = sansio.sent_to_client(session)
+    if b"E" not in answer[:1]:
+        # Not the worker's to read (a Parse in a session without a policy): the server
+        # answers it, and the session goes on.
+        assert not guard and chunk[0] == m.PARSE
+        return
+    fields = m.parse_fields(answer[5:])
+    assert (fields["S"], fields["C"]) == ("FATAL", "08P01")
+    assert message in fields["M"] and fields["M"].startswith("sqlproxy: ")
+    transport = session.transport
+    assert transport is not None and transport.is_closing()
+    session.connection_lost(None)
+    assert server.closed and server.linked is None

@@ -17,6 +17,7 @@ from proxyworker.upstream.connection import ServerConnection
 class RecordingTransport:
     def __init__(self) -> None:
         self.chunks: list[bytes] = []
+        self.closed = False
 
     def write(self, data: bytes | memoryview) -> None:
         self.chunks.append(bytes(data))
@@ -25,9 +26,14 @@ class RecordingTransport:
         self.chunks.append(b"".join(bytes(c) for c in chunks))
 
     def is_closing(self) -> bool:
-        return False
+        return self.closed
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
 
