@@ -41,6 +41,7 @@ SOURCES = (
     "metrics.py",
     "prepared.py",
     "reuse.py",
+    "clocks.py",
 )
 """Compiled modules, relative to the package."""
 

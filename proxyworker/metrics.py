@@ -11,7 +11,6 @@ multiprocess directory and the supervisor serves the merged view.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import Final
 
@@ -111,11 +110,6 @@ async def flush_every(seconds: float) -> None:
         await asyncio.sleep(seconds)
         flush()
 
-
-clock: Final = time.perf_counter
-"""The clock request latencies are measured with (a ``Final``: compiled code holds it in a C
-variable, where ``perf_counter`` imported by name is looked up in the module's dict on every
-call)."""
 
 _LATENCY_BUCKETS: Final = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,

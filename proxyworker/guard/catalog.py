@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import psycopg
 
+from proxyworker import clocks
 from proxyworker.analysis import AnalysisError, analyze
 from proxyworker.config.schema import Upstream
 
@@ -301,7 +302,7 @@ class CatalogCache:
 
     async def get(self) -> Catalog | None:
         current = self.current
-        if current is not None and time.monotonic() - current.loaded_at < self._refresh_every:
+        if current is not None and clocks.monotonic() - current.loaded_at < self._refresh_every:
             return current
         if current is not None:
             self._start_refresh()
@@ -316,7 +317,7 @@ class CatalogCache:
     def snapshot(self) -> Catalog | None:
         """The loaded catalog, without waiting; a stale one starts a background refresh."""
         current = self.current
-        if current is None or time.monotonic() - current.loaded_at >= self._refresh_every:
+        if current is None or clocks.monotonic() - current.loaded_at >= self._refresh_every:
             self._start_refresh()
         return current
 

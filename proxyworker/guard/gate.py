@@ -15,10 +15,10 @@ It also follows what the session changes that the policy depends on (search_path
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
 from typing import Final
 
+from proxyworker import clocks
 from proxyworker.analysis import (
     AnalysisError,
     RelationRef,
@@ -312,7 +312,7 @@ class Gate:
         if not self.ddl_pending:
             return False
         self.ddl_pending = False
-        self._ddl_at = time.monotonic()
+        self._ddl_at = clocks.monotonic()
         return True
 
     def _safe_functions(self) -> frozenset[str] | None:

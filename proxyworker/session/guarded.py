@@ -21,7 +21,7 @@ from typing import Final, Literal
 
 from mypy_extensions import i64
 
-from proxyworker import metrics
+from proxyworker import clocks, metrics
 from proxyworker.config.events import AuditEvent
 from proxyworker.guard.checks import raise_sql
 from proxyworker.guard.gate import (
@@ -531,7 +531,7 @@ class Guarded(Pooling):
     def _end_block(self, conn: ServerConnection, commit: bool) -> None:
         """End the transaction block the worker opened (QueryPlan.decide), then let the
         client's waiting messages through."""
-        self._started.append(metrics.clock())
+        self._started.append(clocks.perf_counter())
         self.tracker.expect(Request.QUERY, Action.CHECK_QUERY, FINISH)
         assert conn.transport is not None
         conn.transport.write(m.query("COMMIT" if commit else "ROLLBACK"))
@@ -570,7 +570,7 @@ class Guarded(Pooling):
     def _within_rate(self) -> bool:
         rate = self.policy.rate
         assert rate is not None
-        now = time.monotonic()
+        now = clocks.monotonic()
         ok = (
             rate.take(f"u:{self.user}", now)
             and rate.take(f"c:{self.address}", now)

@@ -16,7 +16,7 @@ from typing import Final
 
 from mypy_extensions import i64
 
-from proxyworker import metrics
+from proxyworker import clocks, metrics
 from proxyworker.guard.checks import RATE_SQLSTATE, raise_sql
 from proxyworker.guard.rewrite import DRY_RUN_END, PREVIEW_SAVEPOINT
 from proxyworker.protocol import messages as m
@@ -190,7 +190,7 @@ class Requests(Responses):
         tracker = self.tracker
         started = self._started
         pending = None if gate is None else self._audit_pending
-        now = metrics.clock() if units else 0.0
+        now = clocks.perf_counter() if units else 0.0
         start = 0
         while start < n:
             kind = data[start]
@@ -242,7 +242,7 @@ class Requests(Responses):
             replacement: bytes | memoryview | None = None
             if kind == m.QUERY or kind == m.SYNC or kind == m.FUNCTION_CALL:
                 # Each of these is answered with exactly one ReadyForQuery.
-                self._started.append(metrics.clock())
+                self._started.append(clocks.perf_counter())
                 self._labels.queries.inc()
                 self._unsynced = False
                 over = self.policy.rate is not None and not self._within_rate()

@@ -14,7 +14,7 @@ from typing import Final
 
 from mypy_extensions import i64
 
-from proxyworker import metrics
+from proxyworker import clocks, metrics
 from proxyworker.guard.checks import CLIENT_SQLSTATE, ROWS_SQLSTATE, raise_sql
 from proxyworker.guard.rewrite import DRY_RUN_SQLSTATE, QueryPlan, dry_notice
 from proxyworker.policy.budget import rows_of_tag
@@ -306,7 +306,7 @@ class Responses(Guarded):
         if expectation.action is Action.SWALLOW:
             return  # the worker's own Query (session settings), not a client request
         assert self._labels is not None
-        elapsed = metrics.clock() - self._started.popleft()
+        elapsed = clocks.perf_counter() - self._started.popleft()
         self._labels.latency.observe(elapsed)
         if self._audit_pending:
             slot = self._audit_pending.popleft()

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final, cast
 
+from proxyworker import clocks
 from proxyworker.config.schema import Upstream
 from proxyworker.protocol import messages as m
 from proxyworker.protocol.framing import Framer
@@ -63,7 +63,7 @@ class ServerConnection(asyncio.Protocol):
         self.status = b"I"
         self.closed = False
         self.linked: ClientSession | None = None
-        self.created = time.monotonic()
+        self.created = clocks.monotonic()
         self.last_used = self.created
         # Transaction pooling: server-side statement names this backend has prepared (LRU order).
         self.prepared: dict[str, None] = {}
@@ -176,7 +176,7 @@ class ServerConnection(asyncio.Protocol):
 
     def unlink(self) -> None:
         self.linked = None
-        self.last_used = time.monotonic()
+        self.last_used = clocks.monotonic()
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:

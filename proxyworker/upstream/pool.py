@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Final
 
 import msgspec
 
-from proxyworker import metrics
+from proxyworker import clocks, metrics
 from proxyworker.config.schema import Database, Upstream
 from proxyworker.guard.catalog import CatalogCache
 from proxyworker.guard.checks import LimitedTable
@@ -69,7 +68,7 @@ class Pool:
 
     async def acquire(self, params: Mapping[str, str]) -> ServerConnection:
         key = pool_key(params)
-        started = time.perf_counter()
+        started = clocks.perf_counter()
         try:
             while True:
                 conn = self._pop_idle(key)
@@ -83,7 +82,7 @@ class Pool:
                 if self.size < self.db.pool_size:  # a slot was freed for us
                     return await self._open(params)
         finally:
-            self._labels.wait.observe(time.perf_counter() - started)
+            self._labels.wait.observe(clocks.perf_counter() - started)
 
     def acquire_idle(self, key: str) -> ServerConnection | None:
         """An idle connection for these parameters right now, without waiting (the
@@ -230,7 +229,7 @@ class Pool:
     # --- housekeeping ----------------------------------------------------------------------
 
     def close_idle(self, older_than: float | None = None) -> None:
-        now = time.monotonic()
+        now = clocks.monotonic()
         for conns in self.idle.values():
             for conn in list(conns):
                 if older_than is None or now - conn.last_used > older_than:
