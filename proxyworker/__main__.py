@@ -4,11 +4,13 @@
     python -m proxyworker --control-plane REDIS_URL --worker-id ID [--state-dir DIR]
                           [--listen HOST:PORT] [--admin-host HOST] [--admin-port N]
                           [--workers N]
+    python -m proxyworker --control-plane-file PATH --worker-id ID ...
 
 Standalone (``--config``), the worker enforces a TOML file and SIGHUP reloads it. Fed by the
 control plane (``--control-plane``), it enforces the newest snapshot published in Redis, keeps
 the last good one in the state directory, and sends audit events and heartbeats up
-(``proxyworker/fleet.py``); SIGHUP re-reads the snapshot.
+(``proxyworker/fleet.py``); SIGHUP re-reads the snapshot. ``--control-plane-file`` reads the
+Redis URL from a file (a mounted secret), so its password is not in the process list.
 
 One worker process serves by default. With ``--workers N`` this process becomes a supervisor:
 it starts N worker processes sharing the port (SO_REUSEPORT), restarts any that crash,
@@ -60,6 +62,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument(
         "--control-plane", metavar="REDIS_URL", help="follow the control plane through this Redis"
     )
+    source.add_argument(
+        "--control-plane-file",
+        metavar="PATH",
+        help="as --control-plane, with the URL read from this file (it may hold a password)",
+    )
     fleet = parser.add_argument_group("with --control-plane")
     fleet.add_argument("--worker-id", help="this worker's name in the fleet (required)")
     fleet.add_argument(
@@ -90,10 +97,28 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _read_url(path: str) -> str:
+    """The one line of a file holding a URL (as a secret is mounted: maybe a final newline)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            url = fh.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path!r}: {exc}") from None
+    if not url or "\n" in url:
+        raise ValueError(f"{path!r} must hold one URL, on one line")
+    return url
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     if args.dry_run:
         os.environ["SQLPROXY_DRY_RUN"] = "1"  # read by every worker process it starts
+    if args.control_plane_file is not None:
+        try:
+            args.control_plane = _read_url(args.control_plane_file)
+        except ValueError as exc:
+            print(f"error: --control-plane-file: {exc}", file=sys.stderr)
+            return 2
     if args.control_plane is not None:
         return _main_fleet(args)
     pinning = (args.worker_id, args.listen, args.admin_port, args.admin_host)
@@ -166,7 +191,12 @@ def _main_fleet(args: argparse.Namespace) -> int:
     import uvloop
 
     if args.workers > 1 and args.worker_index is None:
-        child = ["--control-plane", args.control_plane, "--worker-id", args.worker_id]
+        # (The URL itself only on the command line it came on: a file keeps it out of ps.)
+        if args.control_plane_file is not None:
+            child = ["--control-plane-file", args.control_plane_file]
+        else:
+            child = ["--control-plane", args.control_plane]
+        child += ["--worker-id", args.worker_id]
         child += ["--state-dir", args.state_dir, "--spool-max-mb", str(args.spool_max_mb)]
         if args.listen is not None:
             child += ["--listen", f"[{args.listen[0]}]:{args.listen[1]}"]

@@ -1,5 +1,6 @@
 """The worker's side of the fleet contract, without Redis: the snapshot kept on disk, the
-quantiles a heartbeat reports, and what the logs may show of a Redis URL.
+quantiles a heartbeat reports, what the logs may show of a Redis URL, and a URL file that
+cannot be used.
 (``tests/integration/test_fleet.py`` drives real workers through a real Redis.)"""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from proxyworker.__main__ import main
 from proxyworker.config import fleet, loads
 from proxyworker.fleet import SnapshotFile, quantile, redacted
 
@@ -62,3 +64,23 @@ def test_logs_never_show_the_redis_password() -> None:
     assert redacted("redis://:s3cret@cache:6379/0") == "redis://:***@cache:6379/0"
     assert redacted("rediss://worker:s3cret@cache/0") == "rediss://worker:***@cache/0"
     assert redacted("redis://cache:6379/0") == "redis://cache:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (None, "cannot read"),
+        ("", "must hold one URL, on one line"),
+        ("redis://a:6379/0\nredis://b:6379/0\n", "must hold one URL, on one line"),
+    ],
+    ids=["missing", "empty", "two lines"],
+)
+def test_a_url_file_that_cannot_be_used_is_refused_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, error: str
+) -> None:
+    path = tmp_path / "redis-url"
+    if content is not None:
+        path.write_text(content)
+    assert main(["--control-plane-file", str(path), "--worker-id", "w1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --control-plane-file: ") and error in err and str(path) in err

@@ -134,7 +134,7 @@ STATIC_ROOT = env_str("DJANGO_STATIC_ROOT", "") or None  # for collectstatic, if
 # step between a checkout and a running control plane.
 WHITENOISE_USE_FINDERS = True
 
-REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = env_secret("REDIS_URL") or "redis://127.0.0.1:6379/0"  # (or REDIS_URL_FILE)
 
 # Celery: Redis is the broker; the retry and purge tasks run on beat.
 CELERY_BROKER_URL = REDIS_URL

@@ -2,7 +2,8 @@
 
 Each helper fails fast with ``ImproperlyConfigured`` naming the variable when its value cannot be
 used, so a typo stops the process at start instead of surfacing as a wrong behaviour later.
-``env_secret`` also reads ``NAME_FILE`` (a path, as Docker and Kubernetes secrets are mounted).
+``env_secret`` (and ``env_database``, whose URL may hold a password) also reads ``NAME_FILE`` (a
+path, as Docker and Kubernetes secrets are mounted).
 Nothing here reads a variable at import time.
 """
 
@@ -122,4 +123,5 @@ def parse_database_url(name: str, url: str) -> dict[str, Any]:
 
 
 def env_database(name: str, default: str) -> dict[str, Any]:
-    return parse_database_url(name, os.environ.get(name, default))
+    """A database URL (it may hold a password): ``NAME`` or ``NAME_FILE``, as ``env_secret``."""
+    return parse_database_url(name, env_secret(name) or default)

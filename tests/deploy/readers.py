@@ -36,10 +36,12 @@ def settings_environment() -> tuple[set[str], set[str]]:
     for definition in ast.parse(env_source).body:
         if isinstance(definition, ast.FunctionDef) and definition.name.startswith("env_"):
             source = ast.get_source_segment(env_source, definition) or ""
-            helpers[definition.name] = "_FILE" in source
+            helpers[definition.name] = "_FILE" in source or "env_secret(" in source
     names: set[str] = set()
     secrets: set[str] = set()
     for path in (ROOT / "controlplane" / "settings").glob("*.py"):
+        if path.name == "env.py":
+            continue  # (the helpers themselves, calling one another)
         for node in ast.walk(ast.parse(path.read_text())):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
                 continue

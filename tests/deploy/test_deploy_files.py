@@ -305,6 +305,8 @@ def test_compose_writes_no_secret_down_and_requires_each_one() -> None:
     spec = compose()
     _, secrets = settings_environment()
     required = re.compile(r"\$\{\w+:\?[^}]+\}")
+    # A URL whose password is such a variable (checked for every URL of the file below).
+    url_of_required = re.compile(r"\w+://[^:/@\s]*:\$\{\w+:\?[^}]+\}@\S+")
     for name, service in controlplane_services(spec).items():
         env = service["environment"]
         for secret in secrets:
@@ -312,7 +314,11 @@ def test_compose_writes_no_secret_down_and_requires_each_one() -> None:
             if secret in required_secrets():
                 assert given is not None, f"{name}: no {secret}"
             if given is not None:
-                assert f"{secret}_FILE" in env or required.fullmatch(given), f"{name}: {secret}"
+                assert (
+                    f"{secret}_FILE" in env
+                    or required.fullmatch(given)
+                    or url_of_required.fullmatch(given)
+                ), f"{name}: {secret}"
     for name, service in spec["services"].items():
         for key, value in (service.get("environment") or {}).items():
             if re.search(r"PASSWORD|SECRET|AUTH", key) and not key.endswith("_FILE"):
@@ -417,7 +423,7 @@ def worker_container() -> tuple[str, Any]:
     text = (TEMPLATES / "worker-deployment.yaml").read_text()
     args_yaml = render_value_references(block(text, "args"))
     env_names = set(re.findall(r"^\s*- name: (\w+)$", block(text, "env"), re.M))
-    substitutes = {"REDIS_URL": "redis://:secret@redis:6379/0", "POD_NAME": "sqlproxy-worker-0"}
+    substitutes = {"POD_NAME": "sqlproxy-worker-0"}
     argv = []
     for word in yaml.safe_load(args_yaml):
         for variable in re.findall(r"\$\((\w+)\)", word):
@@ -429,7 +435,7 @@ def worker_container() -> tuple[str, Any]:
 def test_the_chart_runs_workers_its_parser_accepts_reachable_on_the_pod_address() -> None:
     text, args = worker_container()
     tree = values()
-    assert args.control_plane and args.worker_id == "sqlproxy-worker-0"
+    assert args.worker_id == "sqlproxy-worker-0"
     bound = addresses(args)
     assert bound.listen == ("0.0.0.0", tree["worker"]["port"])
     # The kubelet's probes and Prometheus connect to the pod's address, not to loopback.
@@ -438,6 +444,24 @@ def test_the_chart_runs_workers_its_parser_accepts_reachable_on_the_pod_address(
     assert args.workers == tree["worker"]["processes"]
     mounts = yaml.safe_load(render_value_references(block(text, "volumeMounts")))
     assert args.state_dir in [mount["mountPath"] for mount in mounts]
+
+
+def test_the_chart_gives_workers_the_redis_url_as_a_file_not_an_argument() -> None:
+    """Its password would be in every process listing on the node (and the supervisor passes
+    its arguments on to each worker process)."""
+    text, args = worker_container()
+    assert args.control_plane is None and args.control_plane_file
+    directory, name = args.control_plane_file.rsplit("/", 1)
+    mounts = yaml.safe_load(render_value_references(block(text, "volumeMounts")))
+    (mount,) = [m for m in mounts if m["mountPath"] == directory]
+    assert mount.get("readOnly") is True
+    secret_name = re.sub(r"\{\{-?\s*include [^}]*\}\}", "the-secret", block(text, "volumes"))
+    volumes = yaml.safe_load(render_value_references(secret_name))
+    (volume,) = [v for v in volumes if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "the-secret"
+    items = {item["path"]: item["key"] for item in volume["secret"]["items"]}
+    assert items[name] == values()["secrets"]["keys"]["redisUrl"]
+    assert "REDIS_URL" not in block(text, "env")
 
 
 def test_the_chart_probes_and_scrapes_workers_on_the_admin_port_they_listen_on() -> None:

@@ -592,16 +592,40 @@ def test_heartbeats_say_which_version_is_enforced(
     wait_until(lambda: latest() == (2, 0), timeout=5)
 
 
+def command_lines(supervisor: int) -> list[str]:
+    """The command lines of a supervisor and of the processes it started."""
+    lines = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\x00", b" ").decode()
+        except (OSError, ValueError):
+            continue  # (not a process, or one that just ended)
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if supervisor in (int(entry.name), parent):
+            lines.append(cmdline)
+    return lines
+
+
+@pytest.mark.parametrize("url_file", [False, True], ids=["--control-plane", "from a file"])
 def test_each_process_follows_the_control_plane(
     redis: RedisServer,
     upstream: PgCluster,
     fleet_db: str,
     tmp_path: Path,
     started: list[WorkerProcess],
+    url_file: bool,
 ) -> None:
     publish(redis, 1, config_toml(upstream, OPEN))
-    proc = launch_fleet(redis.url, str(tmp_path), worker_id="multi", workers=2)
+    proc = launch_fleet(redis.url, str(tmp_path), worker_id="multi", workers=2, url_file=url_file)
     started.append(proc)
+    assert proc.proc is not None
+    lines = command_lines(proc.proc.pid)
+    assert len(lines) == 3, lines  # the supervisor and its two worker processes
+    # Given in a file, the URL (and a password in it) is in no process listing.
+    assert all((redis.url in line) is not url_file for line in lines), lines
     assert proc.http("/readyz")[0] == 200
     publish(redis, 2, config_toml(upstream, CLOSED))
 

@@ -167,16 +167,24 @@ def launch_fleet(
     workers: int = 1,
     port: int | None = None,
     admin_port: int | None = None,
+    url_file: bool = False,
 ) -> WorkerProcess:
-    """A worker fed by the control plane (``--control-plane``); its log is in ``state_dir``.
-    Give the ports of a previous run to restart it in place."""
+    """A worker fed by the control plane (``--control-plane``, or ``--control-plane-file``
+    with ``url_file``); its log is in ``state_dir``. Give the ports of a previous run to
+    restart it in place."""
     port = port or free_port()
     admin_port = admin_port or free_port()
-    source = [
-        "--control-plane", redis_url, "--worker-id", worker_id, "--state-dir", state_dir,
+    os.makedirs(state_dir, exist_ok=True)
+    if url_file:
+        path = os.path.join(state_dir, "redis-url")
+        Path(path).write_text(redis_url + "\n")
+        source = ["--control-plane-file", path]
+    else:
+        source = ["--control-plane", redis_url]
+    source += [
+        "--worker-id", worker_id, "--state-dir", state_dir,
         "--listen", f"127.0.0.1:{port}", "--admin-port", str(admin_port),
     ]  # fmt: skip
-    os.makedirs(state_dir, exist_ok=True)
     proc = WorkerProcess(
         os.path.join(state_dir, "worker"), port, admin_port, workers, source=source
     )

@@ -51,20 +51,14 @@ capabilities:
 {{- end -}}
 
 {{/*
-The control plane's environment. The two keys are files from the Secret (the settings read
-NAME_FILE), so they are not in the process environment; the URLs only exist as variables.
+The control plane's environment. The URLs (with their passwords) and the keys are files from
+the Secret (the settings read NAME_FILE), so they are not in the process environment.
 */}}
 {{- define "sqlproxy.controlplane.env" -}}
-- name: DATABASE_URL
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "sqlproxy.secretName" . }}
-      key: {{ .Values.secrets.keys.databaseUrl }}
-- name: REDIS_URL
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "sqlproxy.secretName" . }}
-      key: {{ .Values.secrets.keys.redisUrl }}
+- name: DATABASE_URL_FILE
+  value: /run/secrets/sqlproxy/database-url
+- name: REDIS_URL_FILE
+  value: /run/secrets/sqlproxy/redis-url
 - name: DJANGO_SECRET_KEY_FILE
   value: /run/secrets/sqlproxy/django-secret-key
 - name: SQLPROXY_SECRET_KEY_FILE
@@ -99,6 +93,10 @@ NAME_FILE), so they are not in the process environment; the URLs only exist as v
     secretName: {{ include "sqlproxy.secretName" . }}
     defaultMode: 0440
     items:
+      - key: {{ .Values.secrets.keys.databaseUrl }}
+        path: database-url
+      - key: {{ .Values.secrets.keys.redisUrl }}
+        path: redis-url
       - key: {{ .Values.secrets.keys.djangoSecretKey }}
         path: django-secret-key
       - key: {{ .Values.secrets.keys.fernetKeys }}
