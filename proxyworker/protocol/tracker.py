@@ -95,7 +95,7 @@ class ProtocolDesync(Exception):
 class Expectation:
     """One request awaiting its answer; never changed once made (shared: ``FORWARDED``)."""
 
-    __slots__ = ("action", "forwarded_terminal", "request", "tag")
+    __slots__ = ("action", "forwarded_terminal", "request", "tag", "terminal")
 
     def __init__(
         self, request: Request, action: Action = Action.FORWARD, tag: object = None
@@ -104,8 +104,10 @@ class Expectation:
         self.action: Final = action
         self.tag: Final = tag
         """Caller's data, e.g. the server-side name a Parse creates."""
+        self.terminal: Final = _TERMINAL_FLAGS[request]
+        """What ends the answer to this request, a flag per message kind."""
         forwarded = action is Action.FORWARD and (tag is None or request is not Request.EXECUTE)
-        self.forwarded_terminal: Final = _TERMINAL_FLAGS[request] if forwarded else None
+        self.forwarded_terminal: Final = self.terminal if forwarded else None
         """What ends the answer to a request forwarded as is, a flag per message kind (an
         Execute's tag renames its CommandComplete); None for any other request
         (``route_forwarded``)."""
@@ -194,9 +196,7 @@ class ResponseTracker:
                 return None, False  # the server's own FATAL before it closes (shutdown, timeout)
             raise ProtocolDesync(f"server sent {chr(kind)!r} with no request outstanding")
         head = queue[self._head]
-        if kind in _TERMINAL[head.request] or (
-            kind == m.ERROR_RESPONSE and head.request not in _UNIT_END
-        ):
+        if head.terminal[kind] or (kind == m.ERROR_RESPONSE and head.request not in _UNIT_END):
             self._pop(1)
             return head, True
         return head, False
