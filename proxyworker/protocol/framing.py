@@ -123,7 +123,8 @@ class Framer:
 
 def following(data: bytes, start: i64) -> i64:
     """Where the message after the one at ``start`` starts, in a chunk ``Framer.whole``
-    accepted (its lengths are known to be sound)."""
+    accepted (its lengths are known to be sound). Reads the length as ``whole`` does, inline
+    in both: a shared helper is a call per message on the relay's path (+1 % instructions)."""
     length: i64 = i64(data[start + 1]) << 24 | i64(data[start + 2]) << 16
     return start + 1 + (length | i64(data[start + 3]) << 8 | i64(data[start + 4]))
 

@@ -238,7 +238,7 @@ class Responses(Guarded):
             self._request_cycle_done(conn)
 
     def _relayed_as_is(self, conn: ServerConnection, data: bytes) -> bool:
-        """The common chunk, at the cost of one pass over its lengths: whole messages that
+        """The common chunk, at the cost of reading its lengths: whole messages that
         are only answers (no error, notice, notification, parameter or COPY message) to
         requests forwarded as is, and no command tag wanted by the audit. It goes to the
         client as it came, with the same bookkeeping as in ``server_data``. False, with
