@@ -95,7 +95,7 @@ class ProtocolDesync(Exception):
 class Expectation:
     """One request awaiting its answer; never changed once made (shared: ``FORWARDED``)."""
 
-    __slots__ = ("action", "forwarded_terminal", "request", "tag", "terminal")
+    __slots__ = ("action", "forwarded_terminal", "noted", "request", "tag", "terminal")
 
     def __init__(
         self, request: Request, action: Action = Action.FORWARD, tag: object = None
@@ -111,6 +111,9 @@ class Expectation:
         """What ends the answer to a request forwarded as is, a flag per message kind (an
         Execute's tag renames its CommandComplete); None for any other request
         (``route_forwarded``)."""
+        self.noted: Final = forwarded and (request in _UNIT_END or tag is not None)
+        """Whether ``route_forwarded`` reports this request's end: the caller keeps books
+        on those ending with ReadyForQuery and on its tagged ones."""
 
     def __repr__(self) -> str:
         return f"Expectation({self.request!r}, {self.action!r}, {self.tag!r})"
@@ -135,7 +138,7 @@ class ResponseTracker:
     expectations pile up at its front — not each time it empties: an emptied list frees its
     array, and the next request would allocate it again)."""
 
-    __slots__ = ("_head", "_queue", "_skipping", "dropped", "ended")
+    __slots__ = ("_head", "_queue", "_skipping", "dropped", "ended", "statuses")
 
     def __init__(self) -> None:
         self._queue: list[Expectation] = []
@@ -144,8 +147,12 @@ class ResponseTracker:
         self.dropped: list[Expectation] = []
         """Requests sent after an error whose Sync had not been sent yet: the server skips
         them. The caller takes them (as it takes what ``skip_unit`` returns)."""
-        self.ended: list[tuple[int, Expectation]] = []
-        """What ``route_forwarded`` found ended (a scratch list: ``reuse.put``)."""
+        self.ended: list[Expectation] = []
+        """The noted requests (``Expectation.noted``) ``route_forwarded`` found ended, from
+        the first (a scratch list, ``reuse.put``: the rest is stale)."""
+        self.statuses: list[bytes] = []
+        """For each of ``ended``: the transaction status its ReadyForQuery carries, b"" for a
+        request that ends otherwise."""
 
     def __len__(self) -> int:
         return len(self._queue) - self._head
@@ -204,14 +211,17 @@ class ResponseTracker:
     def route_forwarded(self, data: bytes) -> int:
         """``route`` for a chunk of whole messages (``Framer.whole``) when every one is only
         an answer (no error, asynchronous or COPY message) to a request forwarded as
-        is: how many requests they end, and in ``ended`` each of those (from the first; the
-        rest is stale) with the offset of the message that ends it. -1, with nothing routed,
-        for any other chunk: route it message by message."""
+        is: how many noted requests they end, each in ``ended`` (its status in
+        ``statuses``). The others they end are only forgotten: nothing is made per request,
+        the expectations being shared and a status byte a cached one-byte ``bytes``. -1,
+        with nothing routed, for any other chunk: route it message by message."""
         queue = self._queue
         end = len(queue)
-        at = self._head  # the request the next message answers
+        head = self._head
+        at = head  # the request the next message answers
         ended = self.ended
-        done = 0
+        statuses = self.statuses
+        noted = 0
         start: i64 = 0
         n: i64 = len(data)
         while start < n:
@@ -223,13 +233,16 @@ class ResponseTracker:
             if terminal is None:
                 return -1
             if terminal[kind]:
-                put(ended, done, (start, expectation))
-                done += 1
                 at += 1
+                if expectation.noted:
+                    put(ended, noted, expectation)
+                    ready = kind == m.READY_FOR_QUERY
+                    put(statuses, noted, data[start + 5 : start + 6] if ready else b"")
+                    noted += 1
             start = following(data, start)
-        if done:
-            self._pop(done)
-        return done
+        if at > head:
+            self._pop(at - head)
+        return noted
 
     def skip_unit(self) -> list[Expectation]:
         """After an ErrorResponse the server skips to the Sync: drop what it will not answer."""

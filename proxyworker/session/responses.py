@@ -252,19 +252,20 @@ class Responses(Guarded):
                     return False
                 start = following(data, start)
         tracker = self.tracker
-        done = tracker.route_forwarded(data)
-        if done < 0:
+        noted = tracker.route_forwarded(data)
+        if noted < 0:
             return False
         self._carry = False
         ended = tracker.ended
-        for i in range(done):
-            at, expectation = ended[i]
-            # (What _note_end does; no error here.)
-            kind = data[at]
-            if kind == m.READY_FOR_QUERY:
-                self._ready(conn, data[at + 5 : at + 6], expectation)
-            elif expectation.tag is not None and expectation.request is Request.PARSE:
-                self._parsed(conn, expectation.tag, kind == m.PARSE_COMPLETE)
+        statuses = tracker.statuses
+        for i in range(noted):
+            expectation = ended[i]
+            # (What _note_end does; no error here, so a Parse ended with ParseComplete.)
+            status = statuses[i]
+            if status:
+                self._ready(conn, status, expectation)
+            elif expectation.request is Request.PARSE:
+                self._parsed(conn, expectation.tag, True)
         transport = self.transport
         assert transport is not None
         transport.write(data)

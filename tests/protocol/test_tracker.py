@@ -143,14 +143,19 @@ _NOT_ANSWERS = "ENSAdGHc"  # error, notice, parameter, notification, COPY: route
 
 
 def chunk(kinds: str) -> bytes:
-    """Whole messages of these kinds (empty bodies: each starts 5 bytes after the last)."""
-    return b"".join(k.encode() + b"\x00\x00\x00\x04" for k in kinds)
+    """Whole messages of these kinds: empty bodies, but a ReadyForQuery's status "I"."""
+    return b"".join(
+        k.encode() + (b"\x00\x00\x00\x05I" if k == "Z" else b"\x00\x00\x00\x04") for k in kinds
+    )
 
 
-def routed(tracker: ResponseTracker, kinds: str) -> list[tuple[int, Expectation]] | None:
-    """What ``route_forwarded`` ends for a chunk of these kinds; None: not routed."""
-    done = tracker.route_forwarded(chunk(kinds))
-    return None if done < 0 else tracker.ended[:done]
+def routed(tracker: ResponseTracker, kinds: str) -> list[tuple[bytes, Expectation]] | None:
+    """The noted requests ``route_forwarded`` ends for a chunk of these kinds, with their
+    statuses; None: not routed."""
+    noted = tracker.route_forwarded(chunk(kinds))
+    if noted < 0:
+        return None
+    return list(zip(tracker.statuses[:noted], tracker.ended[:noted], strict=True))
 
 
 _ACTIONS = st.sampled_from([Action.FORWARD] * 4 + list(Action))  # mostly forwarded as is
@@ -174,30 +179,34 @@ def test_route_forwarded_routes_as_route_does_or_not_at_all(
         return
     assert not set(kinds) & set(_NOT_ANSWERS)
     expected = []
-    for index, k in enumerate(kinds):
+    for k in kinds:
         expectation, ends = single.route(ord(k))
         assert expectation is not None and expectation.action is Action.FORWARD
         assert not (expectation.request is Request.EXECUTE and expectation.tag is not None)
-        if ends:
-            expected.append((5 * index, expectation))
+        unit = expectation.request in (Request.SYNC, Request.QUERY)
+        if ends and (unit or expectation.tag is not None):
+            expected.append((b"I" if unit else b"", expectation))
     assert ended == expected
     assert len(batch) == len(single)
 
 
 def test_route_forwarded_takes_an_extended_batch_at_once() -> None:
     t = ResponseTracker()
-    for r in (Request.PARSE, Request.BIND, Request.DESCRIBE_PORTAL, Request.EXECUTE, Request.SYNC):
+    t.expect(Request.PARSE, tag="_sqlp1_1")  # a renamed Parse: its end is noted
+    for r in (Request.BIND, Request.DESCRIBE_PORTAL, Request.EXECUTE, Request.SYNC):
         t.expect(r)
     ended = routed(t, "12TDDCZ")
     assert ended is not None
-    assert [(start // 5, e.request) for start, e in ended] == [
-        (0, Request.PARSE),
-        (1, Request.BIND),
-        (2, Request.DESCRIBE_PORTAL),
-        (5, Request.EXECUTE),
-        (6, Request.SYNC),
+    assert [(status, e.request, e.tag) for status, e in ended] == [
+        (b"", Request.PARSE, "_sqlp1_1"),
+        (b"I", Request.SYNC, None),
     ]
     assert len(t) == 0
+    t.expect(Request.SYNC)
+    t.expect(Request.SYNC)
+    # Two ReadyForQuery, each with its own status; what the chunk ends is forgotten.
+    data = b"Z\x00\x00\x00\x05TZ\x00\x00\x00\x05I"
+    assert t.route_forwarded(data) == 2 and t.statuses[:2] == [b"T", b"I"] and len(t) == 0
     t.expect(Request.QUERY, Action.CHECK_QUERY)
     assert routed(t, "CZ") is None and len(t) == 1  # not forwarded as is
     assert routed(ResponseTracker(), "Z") is None  # nothing asked for it
