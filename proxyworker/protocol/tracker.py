@@ -150,9 +150,9 @@ class ResponseTracker:
         self.ended: list[Expectation] = []
         """The noted requests (``Expectation.noted``) ``route_forwarded`` found ended, from
         the first (a scratch list, ``reuse.put``: the rest is stale)."""
-        self.statuses: list[bytes] = []
-        """For each of ``ended``: the transaction status its ReadyForQuery carries, b"" for a
-        request that ends otherwise."""
+        self.statuses: list[bytes | None] = []
+        """For each of ``ended``: the transaction status its ReadyForQuery carries (as read,
+        even empty), None for a request that ends otherwise."""
 
     def __len__(self) -> int:
         return len(self._queue) - self._head
@@ -237,7 +237,7 @@ class ResponseTracker:
                 if expectation.noted:
                     put(ended, noted, expectation)
                     ready = kind == m.READY_FOR_QUERY
-                    put(statuses, noted, data[start + 5 : start + 6] if ready else b"")
+                    put(statuses, noted, data[start + 5 : start + 6] if ready else None)
                     noted += 1
             start = following(data, start)
         if at > head:

@@ -262,7 +262,7 @@ class Responses(Guarded):
             expectation = ended[i]
             # (What _note_end does; no error here, so a Parse ended with ParseComplete.)
             status = statuses[i]
-            if status:
+            if status is not None:
                 self._ready(conn, status, expectation)
             elif expectation.request is Request.PARSE:
                 self._parsed(conn, expectation.tag, True)

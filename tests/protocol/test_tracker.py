@@ -149,7 +149,7 @@ def chunk(kinds: str) -> bytes:
     )
 
 
-def routed(tracker: ResponseTracker, kinds: str) -> list[tuple[bytes, Expectation]] | None:
+def routed(tracker: ResponseTracker, kinds: str) -> list[tuple[bytes | None, Expectation]] | None:
     """The noted requests ``route_forwarded`` ends for a chunk of these kinds, with their
     statuses; None: not routed."""
     noted = tracker.route_forwarded(chunk(kinds))
@@ -185,7 +185,7 @@ def test_route_forwarded_routes_as_route_does_or_not_at_all(
         assert not (expectation.request is Request.EXECUTE and expectation.tag is not None)
         unit = expectation.request in (Request.SYNC, Request.QUERY)
         if ends and (unit or expectation.tag is not None):
-            expected.append((b"I" if unit else b"", expectation))
+            expected.append((b"I" if unit else None, expectation))
     assert ended == expected
     assert len(batch) == len(single)
 
@@ -198,7 +198,7 @@ def test_route_forwarded_takes_an_extended_batch_at_once() -> None:
     ended = routed(t, "12TDDCZ")
     assert ended is not None
     assert [(status, e.request, e.tag) for status, e in ended] == [
-        (b"", Request.PARSE, "_sqlp1_1"),
+        (None, Request.PARSE, "_sqlp1_1"),
         (b"I", Request.SYNC, None),
     ]
     assert len(t) == 0
@@ -207,6 +207,9 @@ def test_route_forwarded_takes_an_extended_batch_at_once() -> None:
     # Two ReadyForQuery, each with its own status; what the chunk ends is forgotten.
     data = b"Z\x00\x00\x00\x05TZ\x00\x00\x00\x05I"
     assert t.route_forwarded(data) == 2 and t.statuses[:2] == [b"T", b"I"] and len(t) == 0
+    t.expect(Request.SYNC)
+    # A ReadyForQuery without its status byte still ends the Sync (status read as empty).
+    assert t.route_forwarded(b"Z\x00\x00\x00\x04") == 1 and t.statuses[0] == b""
     t.expect(Request.QUERY, Action.CHECK_QUERY)
     assert routed(t, "CZ") is None and len(t) == 1  # not forwarded as is
     assert routed(ResponseTracker(), "Z") is None  # nothing asked for it
