@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import resource
@@ -297,6 +298,7 @@ async def _serve_fleet(
     empty = fleet.effective(WorkerConfig(), pinned, warn=False)
     worker = Worker(empty, index, workers, audit_writer=stream.write)
     worker.id = worker_id
+    worker.cancel_elsewhere = functools.partial(fleet.cancel_elsewhere, client)
     follower = fleet.ConfigFollower(worker, client, store, pinned, args.listen is not None)
     # Before listening: a SIGTERM that comes as soon as the port is open drains as any other.
     stop = asyncio.Event()

@@ -12,6 +12,9 @@ The contract (key, channel and stream names, the snapshot envelope, the heartbea
   backoff and re-reads the key after every (re)subscription, since a publication may have been
   missed; it never goes back to an older version. Until the first snapshot the worker refuses
   every client (``Worker.refusal``): fail closed.
+- The follower's subscription also hears the fleet's cancel channel: a CancelRequest that
+  another worker could not place (``Worker.cancel_heard``); :func:`cancel_elsewhere` is how
+  this worker hands one on (``Worker.cancel_elsewhere``).
 - :class:`HeartbeatSender` appends a :class:`~proxyworker.config.fleet.Heartbeat` to the
   heartbeat stream every second. Heartbeats are not spooled: only the newest one matters.
 
@@ -63,6 +66,7 @@ _SILENCE_PING = 5.0
 _SILENCE_DEAD = 15.0
 """...and after which, still unanswered, it is taken for dead and reconnected."""
 _MAX_BACKOFF = 1.0
+_CANCEL_CHANNEL = fleet.CANCEL_CHANNEL.encode()
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -83,6 +87,18 @@ def redacted(url: str) -> str:
     if not at or ":" not in credentials:
         return url
     return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
+
+
+async def cancel_elsewhere(client: aioredis.Redis, pid: int, secret: int) -> bool:
+    """Hand a CancelRequest to every worker of the fleet; the one holding the key forwards
+    it (``Worker.cancel_heard``). False when Redis could not take it: the cancel is lost, as
+    one sent to a server that is down."""
+    try:
+        await client.publish(fleet.CANCEL_CHANNEL, fleet.encode_cancel(pid, secret))
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("cannot hand a cancel to the fleet: %s", str(exc) or type(exc).__name__)
+        return False
+    return True
 
 
 # --- the last good snapshot on disk -------------------------------------------------------
@@ -266,7 +282,7 @@ class ConfigFollower:
         while not self._stopped:
             pubsub = self._redis.pubsub()
             try:
-                await pubsub.subscribe(fleet.VERSION_CHANNEL)
+                await pubsub.subscribe(fleet.VERSION_CHANNEL, fleet.CANCEL_CHANNEL)
                 # Subscribed first, then read: nothing published in between is missed.
                 await self.refresh()
                 CONTROL_PLANE_UP.set(1)
@@ -312,6 +328,9 @@ class ConfigFollower:
             heard, pinged = now, False
             if message["type"] != "message":
                 continue  # a pong
+            if message["channel"] == _CANCEL_CHANNEL:
+                self._heard_cancel(message["data"])
+                continue
             try:
                 version = int(message["data"])
             except ValueError:
@@ -319,6 +338,13 @@ class ConfigFollower:
                 version = None
             if version is None or self.version is None or version > self.version:
                 await self.refresh()
+
+    def _heard_cancel(self, data: bytes) -> None:
+        key = fleet.decode_cancel(data)
+        if key is None:
+            log.warning("unexpected message on %s: %r", fleet.CANCEL_CHANNEL, data)
+            return
+        spawn(self.worker.cancel_heard(*key), name="cancel from the fleet")
 
     async def refresh(self) -> None:
         """Read the snapshot key; swap to it when it is newer than the one in force."""

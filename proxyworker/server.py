@@ -3,7 +3,10 @@
 This module and the ``session`` package are the only places that own sockets. With
 ``--workers N`` several processes bind the same port (SO_REUSEPORT); each hands out
 BackendKeyData whose pid carries its worker index, so a CancelRequest that the kernel gives to
-the wrong process is passed on to the right one over a local (abstract Unix) socket.
+the wrong process is passed on to the right one over a local (abstract Unix) socket. A worker
+fed by the control plane hands a key no process of its own holds to the rest of the fleet
+(``cancel_elsewhere``, through Redis), so a cancel that a load balancer sends to another
+replica still reaches the right session.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import os
 import secrets
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
+from typing import Final
 
 import msgspec
 
-from proxyworker import COMPILED, metrics
+from proxyworker import COMPILED, clocks, metrics
 from proxyworker.audit.sink import AuditSink, Writer, file_writer
 from proxyworker.config.schema import Database, WorkerConfig
 from proxyworker.policy.engine import Policy
@@ -33,6 +38,10 @@ from proxyworker.upstream.pool import Pool
 log = logging.getLogger(__name__)
 
 _PID_BITS = 24
+
+FLEET_CANCELS_PER_SECOND: Final = 100
+"""CancelRequests a process hands to the fleet per second at most; more are dropped, so
+unknown keys sent in a flood cannot flood every worker through Redis."""
 
 
 def server_tls_context(config: WorkerConfig) -> ssl.SSLContext | None:
@@ -87,6 +96,11 @@ class Worker:
         self._instance = f"{os.getpid()}.{secrets.token_hex(3)}"
         self._audit_writer = audit_writer
         self.port = config.listen.port
+        self.cancel_elsewhere: Callable[[int, int], Awaitable[bool]] | None = None
+        """Hands a CancelRequest for a key no process here holds to the other workers of the
+        fleet (True: handed over); None outside a fleet, where such a key is unknown."""
+        self._cancel_window = 0.0
+        self._cancels_handed = 0
         self.apply(config)
 
     # --- configuration ---------------------------------------------------------------------
@@ -163,20 +177,30 @@ class Worker:
     async def cancel(self, pid: int, secret: int) -> None:
         """Forward a CancelRequest; returns once the server (or the owning worker process)
         has taken it, so the client's cancel connection closes only then, as with
-        PostgreSQL itself."""
+        PostgreSQL itself. A key no process here holds goes to the fleet, if any."""
         owner = pid >> _PID_BITS
-        if owner != self.index:
-            if owner < self.workers:
-                await self._pass_cancel(owner, pid, secret)
-            else:
-                metrics.CANCELS.labels("unknown").inc()
+        if owner != self.index and 0 <= owner < self.workers:
+            await self._pass_cancel(owner, pid, secret)
             return
         session = self._by_key.get((pid, secret))
-        server = session.server if session is not None else None
+        if session is None:
+            await self._hand_to_fleet(pid, secret)
+        else:
+            await self._forward_cancel(session)
+
+    async def cancel_heard(self, pid: int, secret: int) -> None:
+        """A CancelRequest that another worker of the fleet could not place: forwarded if this
+        process holds the key, else nothing (every worker hears every one)."""
+        session = self._by_key.get((pid, secret))
+        if session is not None:
+            await self._forward_cancel(session)
+
+    async def _forward_cancel(self, session: ClientSession) -> None:
+        server = session.server
         # Only while work is in flight (a request, or a batch not synced yet): a cancel must
         # never hit the next client's query on the same server connection.
-        busy = session is not None and (bool(session._started) or session._unsynced)
-        if session is None or server is None or session.pool is None or not busy:
+        busy = bool(session._started) or session._unsynced
+        if server is None or session.pool is None or not busy:
             metrics.CANCELS.labels("ignored").inc()
             return
         metrics.CANCELS.labels("forwarded").inc()
@@ -184,6 +208,20 @@ class Worker:
             await send_cancel(session.pool.target, server.pid, server.secret, 5.0)
         except (OSError, TimeoutError) as exc:
             log.warning("cancel not delivered: %s", exc)
+
+    async def _hand_to_fleet(self, pid: int, secret: int) -> None:
+        hand = self.cancel_elsewhere
+        if hand is None:
+            metrics.CANCELS.labels("unknown").inc()
+            return
+        now = clocks.monotonic()
+        if now - self._cancel_window >= 1.0:
+            self._cancel_window, self._cancels_handed = now, 0
+        if self._cancels_handed >= FLEET_CANCELS_PER_SECOND:
+            metrics.CANCELS.labels("dropped").inc()
+            return
+        self._cancels_handed += 1
+        metrics.CANCELS.labels("to_fleet" if await hand(pid, secret) else "undelivered").inc()
 
     async def _pass_cancel(self, owner: int, pid: int, secret: int) -> None:
         # uvloop cannot name abstract socket paths itself, so sockets are made by hand.

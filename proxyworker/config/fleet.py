@@ -5,10 +5,14 @@ Config down: the control plane stores a :class:`ConfigSnapshot` (JSON) under
 version newer than the one it enforces reads the key and swaps to it. Events up: workers append
 audit events (:class:`~proxyworker.config.events.AuditEvent`) to :data:`AUDIT_STREAM` and
 :class:`Heartbeat` records to :data:`HEARTBEAT_STREAM`, one JSON document in the ``data`` field
-of each stream entry. Nothing here does I/O; both sides import these names.
+of each stream entry. Across workers: a CancelRequest that reaches a worker which does not
+hold the session goes to every worker on :data:`CANCEL_CHANNEL` (:func:`encode_cancel`), and
+the one that holds it forwards it. Nothing here does I/O; both sides import these names.
 """
 
 from __future__ import annotations
+
+import struct
 
 import msgspec
 
@@ -18,6 +22,8 @@ SNAPSHOT_KEY = "sqlproxy:config:snapshot"
 """The newest snapshot (JSON of ConfigSnapshot)."""
 VERSION_CHANNEL = "sqlproxy:config:version"
 """Pub/sub channel; each message is the new snapshot's version as decimal text."""
+CANCEL_CHANNEL = "sqlproxy:cancel"
+"""Pub/sub channel among workers; each message is a CancelRequest's key (``encode_cancel``)."""
 AUDIT_STREAM = "sqlproxy:audit"
 HEARTBEAT_STREAM = "sqlproxy:heartbeats"
 STREAM_FIELD = "data"
@@ -58,3 +64,19 @@ def encode_snapshot(snapshot: ConfigSnapshot) -> bytes:
 def decode_snapshot(data: bytes | str) -> ConfigSnapshot:
     """Raises msgspec.ValidationError (with the path of the bad key) or DecodeError."""
     return msgspec.json.decode(data, type=ConfigSnapshot)
+
+
+_CANCEL_KEY = struct.Struct("!ii")
+
+
+def encode_cancel(pid: int, secret: int) -> bytes:
+    """A CancelRequest's key as the client sent it: two int32, network order."""
+    return _CANCEL_KEY.pack(pid, secret)
+
+
+def decode_cancel(data: bytes) -> tuple[int, int] | None:
+    """The key of a message on CANCEL_CHANNEL, or None if it is not one."""
+    if len(data) != _CANCEL_KEY.size:
+        return None
+    pid, secret = _CANCEL_KEY.unpack(data)
+    return pid, secret

@@ -10,8 +10,10 @@ version (``proxyworker.config.fleet``)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import struct
 import threading
 import time
 import urllib.error
@@ -28,8 +30,12 @@ from psycopg import errors
 from proxyworker.__main__ import EXIT_STATE_DIR_IN_USE
 from proxyworker.config import fleet, loads
 from proxyworker.config.events import AuditEvent
+from proxyworker.fleet import cancel_elsewhere, connect
+from proxyworker.protocol.messages import cancel_request
+from proxyworker.server import FLEET_CANCELS_PER_SECOND, Worker
 from tests.support.net import free_port
 from tests.support.pgcluster import PgCluster, wait_until
+from tests.support.rawpg import RawConnection, fields
 from tests.support.redisserver import RedisServer, start_redis
 from tests.support.worker import (
     APP_PASSWORD,
@@ -645,3 +651,115 @@ def test_each_process_follows_the_control_plane(
         for c in conns:
             c.close()
     assert proc.stop() == 0
+
+
+# --- cancels across replicas ---------------------------------------------------------------
+
+SLEEP_ALLOWED = "[signatures]\nenabled = false"
+"""(pg_sleep is one of the default signatures.)"""
+
+
+def sleeping_session(proc: WorkerProcess) -> tuple[RawConnection, int, int]:
+    """A client of ``proc`` that has just sent ``SELECT pg_sleep(30)``, and its cancel key."""
+    raw = RawConnection(proc.port)
+    after_login = raw.login(APP_USER, APP_PASSWORD, "fleet")
+    pid, secret = next(struct.unpack("!ii", body) for kind, body in after_login if kind == b"K")
+    raw.send_message(b"Q", b"SELECT pg_sleep(30)\0")
+    time.sleep(0.5)  # running on the server
+    return raw, pid, secret
+
+
+def send_cancel(proc: WorkerProcess, pid: int, secret: int) -> None:
+    """A CancelRequest to ``proc``; returns when the worker has closed the connection."""
+    canceller = RawConnection(proc.port)
+    canceller.send(cancel_request(pid, secret))
+    with pytest.raises(ConnectionError):
+        canceller.recv_exact(1)
+    canceller.close()
+
+
+def test_a_cancel_sent_to_another_replica_reaches_the_session(
+    redis: RedisServer,
+    upstream: PgCluster,
+    fleet_db: str,
+    tmp_path: Path,
+    started: list[WorkerProcess],
+) -> None:
+    """Two replicas behind a load balancer: the cancel connection lands on the one that does
+    not hold the session. Both are single processes that hand out the same pids, so only the
+    secret tells their clients apart."""
+    publish(redis, 1, config_toml(upstream, SLEEP_ALLOWED))
+    holder = launch_fleet(redis.url, str(tmp_path / "a"), worker_id="replica-a")
+    other = launch_fleet(redis.url, str(tmp_path / "b"), worker_id="replica-b")
+    started += [holder, other]
+    bystander, b_pid, b_secret = sleeping_session(other)
+    raw, pid, secret = sleeping_session(holder)
+    assert pid == b_pid and secret != b_secret
+
+    send_cancel(other, pid, secret ^ 1)  # a wrong secret cancels nothing...
+    send_cancel(other, pid + 1, secret)  # ...nor does a wrong pid
+    wait_until(lambda: metric(other, 'sqlproxy_cancel_requests_total{outcome="to_fleet"}') == 2)
+    time.sleep(0.5)
+    assert metric(holder, 'sqlproxy_cancel_requests_total{outcome="forwarded"}') is None
+
+    started_at = time.monotonic()
+    send_cancel(other, pid, secret)
+    *_, (kind, body), ready = raw.read_until_ready()  # (after a RowDescription)
+    assert (kind, fields(body)["C"]) == (b"E", "57014")
+    assert time.monotonic() - started_at < 5
+    assert ready == (b"Z", b"I")
+    assert raw.query("SELECT 1")[-1] == (b"Z", b"I")  # the session goes on
+    assert metric(holder, 'sqlproxy_cancel_requests_total{outcome="forwarded"}') == 1
+    # The other replica's own client, with the same pid, was never touched.
+    assert metric(other, 'sqlproxy_cancel_requests_total{outcome="forwarded"}') is None
+    bystander.sock.settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        bystander.recv_exact(1)
+    raw.close()
+    bystander.close()
+
+
+def test_a_cancel_that_cannot_reach_the_fleet_is_counted_and_the_worker_stays_up(
+    redis: RedisServer,
+    upstream: PgCluster,
+    fleet_db: str,
+    tmp_path: Path,
+    started: list[WorkerProcess],
+) -> None:
+    publish(redis, 1, config_toml(upstream, OPEN))
+    proc = launch_fleet(redis.url, str(tmp_path))
+    started.append(proc)
+    wait_until(lambda: proc.http("/readyz")[0] == 200, timeout=5)
+    redis.stop()
+    send_cancel(proc, 12345, 67890)
+    assert metric(proc, 'sqlproxy_cancel_requests_total{outcome="undelivered"}') == 1
+    assert "cannot hand a cancel to the fleet" in proc.log()
+    with psycopg.connect(proc.dsn("fleet"), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM accounts").fetchone() == (20,)
+
+
+async def test_a_flood_of_unknown_keys_is_not_passed_on_to_the_fleet(
+    redis: RedisServer,
+) -> None:
+    """At most FLEET_CANCELS_PER_SECOND per process per second go out through Redis."""
+    client = connect(redis.url)
+    heard = client.pubsub()
+    await heard.subscribe(fleet.CANCEL_CHANNEL)
+    worker = Worker(loads(""))
+    worker.cancel_elsewhere = functools.partial(cancel_elsewhere, client)
+    try:
+        started_at = time.monotonic()
+        for n in range(FLEET_CANCELS_PER_SECOND + 50):
+            await worker.cancel(n, n)
+        assert time.monotonic() - started_at < 1.0  # (one window: the cap is per second)
+        keys = []
+        quiet_until = time.monotonic() + 1.0  # (None also stands for a subscribe notice)
+        while time.monotonic() < quiet_until:
+            message = await heard.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            if message is not None:
+                keys.append(fleet.decode_cancel(message["data"]))
+                quiet_until = time.monotonic() + 1.0
+        assert keys == [(n, n) for n in range(FLEET_CANCELS_PER_SECOND)]
+    finally:
+        await heard.aclose()
+        await client.aclose()
