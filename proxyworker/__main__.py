@@ -5,12 +5,15 @@
                           [--listen HOST:PORT] [--admin-host HOST] [--admin-port N]
                           [--workers N]
     python -m proxyworker --control-plane-file PATH --worker-id ID ...
+    python -m proxyworker --control-plane-env VARIABLE --worker-id ID ...
 
 Standalone (``--config``), the worker enforces a TOML file and SIGHUP reloads it. Fed by the
 control plane (``--control-plane``), it enforces the newest snapshot published in Redis, keeps
 the last good one in the state directory, and sends audit events and heartbeats up
 (``proxyworker/fleet.py``); SIGHUP re-reads the snapshot. ``--control-plane-file`` reads the
-Redis URL from a file (a mounted secret), so its password is not in the process list.
+Redis URL from a file (a mounted secret) and ``--control-plane-env`` from an environment
+variable, so its password is not in the process list (command lines are readable by every
+user of the host; a process's environment only by its owner).
 
 One worker process serves by default. With ``--workers N`` this process becomes a supervisor:
 it starts N worker processes sharing the port (SO_REUSEPORT), restarts any that crash,
@@ -68,6 +71,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         metavar="PATH",
         help="as --control-plane, with the URL read from this file (it may hold a password)",
     )
+    source.add_argument(
+        "--control-plane-env",
+        metavar="VARIABLE",
+        help="as --control-plane, with the URL read from this environment variable",
+    )
     fleet = parser.add_argument_group("with --control-plane")
     fleet.add_argument("--worker-id", help="this worker's name in the fleet (required)")
     fleet.add_argument(
@@ -119,6 +127,14 @@ def main(argv: list[str] | None = None) -> int:
             args.control_plane = _read_url(args.control_plane_file)
         except ValueError as exc:
             print(f"error: --control-plane-file: {exc}", file=sys.stderr)
+            return 2
+    if args.control_plane_env is not None:
+        args.control_plane = os.environ.get(args.control_plane_env, "").strip()
+        if not args.control_plane:
+            print(
+                f"error: --control-plane-env: {args.control_plane_env} is not set",
+                file=sys.stderr,
+            )
             return 2
     if args.control_plane is not None:
         return _main_fleet(args)
@@ -192,9 +208,12 @@ def _main_fleet(args: argparse.Namespace) -> int:
     import uvloop
 
     if args.workers > 1 and args.worker_index is None:
-        # (The URL itself only on the command line it came on: a file keeps it out of ps.)
+        # (The URL itself only on the command line it came on: a file or the environment,
+        # which the processes inherit, keeps it out of ps.)
         if args.control_plane_file is not None:
             child = ["--control-plane-file", args.control_plane_file]
+        elif args.control_plane_env is not None:
+            child = ["--control-plane-env", args.control_plane_env]
         else:
             child = ["--control-plane", args.control_plane]
         child += ["--worker-id", args.worker_id]

@@ -84,3 +84,12 @@ def test_a_url_file_that_cannot_be_used_is_refused_before_anything_starts(
     assert main(["--control-plane-file", str(path), "--worker-id", "w1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --control-plane-file: ") and error in err and str(path) in err
+
+
+def test_an_unset_url_variable_is_refused_before_anything_starts(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SQLPROXY_TEST_UNSET", raising=False)
+    assert main(["--control-plane-env", "SQLPROXY_TEST_UNSET", "--worker-id", "w1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --control-plane-env: SQLPROXY_TEST_UNSET is not set\n"

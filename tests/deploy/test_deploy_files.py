@@ -335,7 +335,11 @@ def test_compose_runs_a_worker_its_parser_accepts_reachable_on_the_network() -> 
     worker = spec["services"]["worker"]
     env = {"REDIS_PASSWORD": "0123abcd"}
     args = worker_argv([interpolate(word, env) for word in worker["command"]])
-    assert args.control_plane == "redis://:0123abcd@redis:6379/0"
+    # The URL (with its password) from the environment, kept out of the process list.
+    assert args.control_plane is None and args.control_plane_env
+    redis_url = interpolate(worker["environment"][args.control_plane_env], env)
+    assert redis_url == "redis://:0123abcd@redis:6379/0"
+    assert not any("0123abcd" in word for word in worker["command"])
     assert "redis" in spec["services"]
     assert args.worker_id
     bound = addresses(args)
@@ -355,7 +359,7 @@ def test_compose_runs_a_worker_its_parser_accepts_reachable_on_the_network() -> 
     assert str(bound.admin[1]) in published, "the admin port is published as another one"
     # The control plane's redis is the worker's.
     for service in controlplane_services(spec).values():
-        assert interpolate(service["environment"]["REDIS_URL"], env) == args.control_plane
+        assert interpolate(service["environment"]["REDIS_URL"], env) == redis_url
         streams = service["environment"]["SQLPROXY_STREAM_WORKER"]
         assert streams == f"worker:{args.listen[1]}"
 

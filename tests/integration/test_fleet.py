@@ -615,23 +615,23 @@ def command_lines(supervisor: int) -> list[str]:
     return lines
 
 
-@pytest.mark.parametrize("url_file", [False, True], ids=["--control-plane", "from a file"])
+@pytest.mark.parametrize("url_from", ["argument", "file", "env"])
 def test_each_process_follows_the_control_plane(
     redis: RedisServer,
     upstream: PgCluster,
     fleet_db: str,
     tmp_path: Path,
     started: list[WorkerProcess],
-    url_file: bool,
+    url_from: str,
 ) -> None:
     publish(redis, 1, config_toml(upstream, OPEN))
-    proc = launch_fleet(redis.url, str(tmp_path), worker_id="multi", workers=2, url_file=url_file)
+    proc = launch_fleet(redis.url, str(tmp_path), worker_id="multi", workers=2, url_from=url_from)
     started.append(proc)
     assert proc.proc is not None
     lines = command_lines(proc.proc.pid)
     assert len(lines) == 3, lines  # the supervisor and its two worker processes
-    # Given in a file, the URL (and a password in it) is in no process listing.
-    assert all((redis.url in line) is not url_file for line in lines), lines
+    # Given in a file or the environment, the URL (and a password in it) is in no listing.
+    assert all((redis.url in line) is (url_from == "argument") for line in lines), lines
     assert proc.http("/readyz")[0] == 200
     publish(redis, 2, config_toml(upstream, CLOSED))
 

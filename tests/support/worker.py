@@ -33,6 +33,8 @@ class WorkerProcess:
     extra_args: list[str] = field(default_factory=list)
     source: list[str] | None = None
     """What the worker enforces; default ``--config config_path``."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Set in the worker's environment besides the test's own."""
 
     def start(self) -> WorkerProcess:
         self.log_path = self.log_path or self.config_path + ".log"
@@ -44,7 +46,7 @@ class WorkerProcess:
             cmd += ["--workers", str(self.workers)]
         self.proc = subprocess.Popen(
             cmd + self.extra_args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": ROOT},
+            env={**os.environ, **self.env, "PYTHONPATH": ROOT},
         )  # fmt: skip
         try:
             deadline = time.monotonic() + 15
@@ -167,26 +169,32 @@ def launch_fleet(
     workers: int = 1,
     port: int | None = None,
     admin_port: int | None = None,
-    url_file: bool = False,
+    url_from: str = "argument",
 ) -> WorkerProcess:
-    """A worker fed by the control plane (``--control-plane``, or ``--control-plane-file``
-    with ``url_file``); its log is in ``state_dir``. Give the ports of a previous run to
-    restart it in place."""
+    """A worker fed by the control plane, given the Redis URL as ``url_from`` says:
+    ``argument`` (``--control-plane``), ``file`` (``--control-plane-file``) or ``env``
+    (``--control-plane-env``); its log is in ``state_dir``. Give the ports of a previous run
+    to restart it in place."""
     port = port or free_port()
     admin_port = admin_port or free_port()
     os.makedirs(state_dir, exist_ok=True)
-    if url_file:
+    env = {}
+    if url_from == "file":
         path = os.path.join(state_dir, "redis-url")
         Path(path).write_text(redis_url + "\n")
         source = ["--control-plane-file", path]
+    elif url_from == "env":
+        env["SQLPROXY_TEST_CONTROL_PLANE"] = redis_url
+        source = ["--control-plane-env", "SQLPROXY_TEST_CONTROL_PLANE"]
     else:
+        assert url_from == "argument", url_from
         source = ["--control-plane", redis_url]
     source += [
         "--worker-id", worker_id, "--state-dir", state_dir,
         "--listen", f"127.0.0.1:{port}", "--admin-port", str(admin_port),
     ]  # fmt: skip
     proc = WorkerProcess(
-        os.path.join(state_dir, "worker"), port, admin_port, workers, source=source
+        os.path.join(state_dir, "worker"), port, admin_port, workers, source=source, env=env
     )
     return proc.start()
 
