@@ -20,7 +20,6 @@ from typing import TypeVar
 
 import psycopg
 
-from proxyworker import clocks
 from proxyworker.analysis import AnalysisError, analyze
 from proxyworker.config.schema import Upstream
 
@@ -299,10 +298,15 @@ class CatalogCache:
         self.current: Catalog | None = None
         self._loading: asyncio.Task[Catalog] | None = None
         self.error: str | None = None
+        self._stale = True
+        """No catalog yet, or refresh_every has passed since it was loaded (a timer sets it:
+        ``snapshot`` runs for every guarded chunk, and reading a clock there cost more than
+        the rest of it)."""
+        self._stale_timer: asyncio.TimerHandle | None = None
 
     async def get(self) -> Catalog | None:
         current = self.current
-        if current is not None and clocks.monotonic() - current.loaded_at < self._refresh_every:
+        if current is not None and not self._stale:
             return current
         if current is not None:
             self._start_refresh()
@@ -316,15 +320,15 @@ class CatalogCache:
 
     def snapshot(self) -> Catalog | None:
         """The loaded catalog, without waiting; a stale one starts a background refresh."""
-        current = self.current
-        if current is None or clocks.monotonic() - current.loaded_at >= self._refresh_every:
+        if self._stale:
             self._start_refresh()
-        return current
+        return self.current
 
     def invalidate(self) -> None:
         """DDL passed through: reload before the next decision that needs it."""
         if self.current is not None:
             self.current = dataclasses.replace(self.current, loaded_at=0.0)
+        self._stale = True
         self._start_refresh()
 
     def _start_refresh(self) -> None:
@@ -341,5 +345,20 @@ class CatalogCache:
             self.error = str(exc) or type(exc).__name__
             log.warning("catalog load failed for %s: %s", self._target.dbname, self.error)
             raise
-        self.current, self.error = catalog, None
+        self.use(catalog)
         return catalog
+
+    def use(self, catalog: Catalog) -> None:
+        """Use ``catalog`` until ``refresh_every`` seconds from now (a catalog installed
+        outside an event loop, by a sans-io test, never expires)."""
+        self.current, self.error, self._stale = catalog, None, False
+        if self._stale_timer is not None:
+            self._stale_timer.cancel()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._stale_timer = loop.call_later(self._refresh_every, self._expired)
+
+    def _expired(self) -> None:
+        self._stale = True

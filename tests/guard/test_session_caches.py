@@ -57,7 +57,7 @@ def _session(config: str = _CONFIG) -> tuple[ClientSession, ServerConnection, li
     session, server, events = sansio.session(config)
     assert session.pool is not None
     pool = session.pool
-    pool.catalog.current = _catalog()
+    pool.catalog.use(_catalog())
     session.gate = Gate(
         session.policy, "app", "app", sticky=pool.limited, catalog=pool.catalog.current
     )

@@ -602,3 +602,35 @@ def test_it_sees_signatures_behind_views_and_functions(
         with pytest.raises(errors.InsufficientPrivilege) as exc:
             conn.execute(sql)
         refused(exc, f"signature {signature}")
+
+
+@pytest.mark.usefixtures("guarded")  # (the module's schema, which fresh_rows resets)
+def test_the_catalog_is_reloaded_periodically(upstream: PgCluster) -> None:
+    """DDL made elsewhere (here: directly) is seen after ``catalog_refresh`` seconds: a key
+    added makes an update by it provably bounded; the key dropped makes it verified again."""
+    with upstream.connect() as direct:
+        direct.execute(
+            "DROP TABLE IF EXISTS refresh_probe; CREATE TABLE refresh_probe (id int, v int);"
+            "INSERT INTO refresh_probe SELECT g, 0 FROM generate_series(1, 5) g"
+        )
+    policy = "[guard]\ncatalog_refresh = 0.5\n\n[table_limits]\nrefresh_probe = 1\n"
+    proc = launch(databases_toml(upstream), policy=policy)
+    try:
+        with simple(proc, "app") as conn:
+
+            def path() -> str:
+                before = guard_paths(proc)
+                conn.execute("UPDATE refresh_probe SET v = v + 1 WHERE id = 1")
+                after = guard_paths(proc)
+                (changed,) = {k for k in after if after[k] != before.get(k, 0.0)}
+                return changed
+
+            assert path() == "verified"  # (id is no key: more rows could match)
+            with upstream.connect() as direct:
+                direct.execute("ALTER TABLE refresh_probe ADD PRIMARY KEY (id)")
+            wait_until(lambda: path() == "static", timeout=5)
+            with upstream.connect() as direct:
+                direct.execute("ALTER TABLE refresh_probe DROP CONSTRAINT refresh_probe_pkey")
+            wait_until(lambda: path() == "verified", timeout=5)
+    finally:
+        proc.stop()

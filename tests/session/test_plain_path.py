@@ -54,7 +54,7 @@ def _session(mode: str, guard: bool) -> tuple[ClientSession, ServerConnection]:
         accounts = Relation(
             16384, "public", "accounts", "r", None, False, False, (frozenset({"aid"}),), False
         )
-        pool.catalog.current = Catalog(frozenset({"abs"}), (accounts,))
+        pool.catalog.use(Catalog(frozenset({"abs"}), (accounts,)))
         session.gate = Gate(
             session.policy, "app", "app", sticky=pool.limited, catalog=pool.catalog.current
         )
