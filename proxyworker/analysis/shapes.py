@@ -90,36 +90,83 @@ def fixed_digits(raw: bytes) -> int | None:
     return int.from_bytes(mask, "big")
 
 
+class _Entry(Generic[_T]):
+    """What a first key finds. (An object, not a tuple: compiled, reading a tuple's items
+    checks and converts each one, and keeping one aside boxes it again.)"""
+
+    __slots__ = ("fixed", "own", "reference", "value")
+
+    def __init__(self, value: _T, reference: bytes, fixed: int, own: bool) -> None:
+        self.value = value
+        self.reference = reference
+        """A text of that key."""
+        self.fixed = fixed
+        """Mask of its digits outside literals (``fixed_digits``); _EXACT: only that text."""
+        self.own = own
+        """Was the value made for that very text?"""
+
+    def finds(self, raw: bytes) -> bool | None:
+        """Whether ``raw`` (a text of this entry's key) finds the value: None if not, else
+        whether the value was made for ``raw`` itself."""
+        reference, fixed = self.reference, self.fixed
+        if raw == reference:
+            return self.own
+        if fixed == 0 or (
+            fixed > 0
+            and not (int.from_bytes(raw, "big") ^ int.from_bytes(reference, "big")) & fixed
+        ):
+            return False
+        return None
+
+
 class ShapeCache(Generic[_T]):
     """Values by text; a value stored as ``shaped`` is found again by any text of its shape.
     ``get`` also says whether the text found is the one stored."""
 
-    __slots__ = ("_by_runs", "_entries", "_maxsize")
+    __slots__ = (
+        "_by_runs",
+        "_entries",
+        "_last_entry",
+        "_last_key",
+        "_last_own",
+        "_last_raw",
+        "_maxsize",
+    )
 
     def __init__(self, maxsize: int) -> None:
-        # First key -> (value, a text of that key, mask of its fixed digits, whether the
-        # value was made for that very text).
-        self._entries: dict[bytes, tuple[_T, bytes, int, bool]] = {}
+        self._entries: dict[bytes, _Entry[_T]] = {}
         # Second key -> (value, the text stored, its runs of digits outside literals by index).
         self._by_runs: dict[bytes, tuple[_T, bytes, tuple[tuple[int, bytes], ...]]] = {}
         self._maxsize = maxsize
+        # The last key found with its entry, and the last text that entry found: a session
+        # mostly sends what it sent last (a Parse of the same text; the same statement with
+        # other values), and comparing bytes costs less than hashing them for the dict.
+        self._last_key = b""
+        self._last_entry: _Entry[_T] | None = None
+        self._last_raw: bytes | None = None
+        self._last_own = False
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, raw: bytes) -> tuple[_T, bool] | None:
+        entry = self._last_entry
+        if entry is not None and raw == self._last_raw:
+            return entry.value, self._last_own
         key = raw.translate(_ZEROS)
-        entry = self._entries.get(key)
-        if entry is not None:
-            value, reference, fixed, own = entry
-            if raw == reference:
-                return value, own
-            if fixed == 0 or (
-                fixed > 0
-                and not (int.from_bytes(raw, "big") ^ int.from_bytes(reference, "big")) & fixed
-            ):
-                return value, False
+        if entry is None or key != self._last_key:
+            entry = self._entries.get(key)
+            if entry is None:
+                return self._by_run_key(raw, key)
+            self._last_key, self._last_entry, self._last_raw = key, entry, None
+        own = entry.finds(raw)
+        if own is None:
             return None
+        self._last_raw, self._last_own = raw, own
+        return entry.value, own
+
+    def _by_run_key(self, raw: bytes, key: bytes) -> tuple[_T, bool] | None:
+        """``get`` when the first key found nothing."""
         if not self._by_runs or len(raw) > MAX_SHAPED_TEXT:
             return None
         found = self._by_runs.get(_RUN.sub(b"0", raw))
@@ -139,14 +186,15 @@ class ShapeCache(Generic[_T]):
                 start, end = run.span()
                 flags[start:end] = _FIXED_RUN[: end - start]
             mask = int.from_bytes(flags, "big")
-        self._store(key, (value, raw, mask, False))
+        self._store(key, _Entry(value, raw, mask, False))
         return value, False
 
     def put(self, raw: bytes, value: _T, shaped: bool) -> None:
         if len(raw) > MAX_SHAPED_TEXT:
             return
         fixed = fixed_digits(raw) if shaped else None
-        self._store(raw.translate(_ZEROS), (value, raw, _EXACT if fixed is None else fixed, True))
+        entry = _Entry(value, raw, _EXACT if fixed is None else fixed, True)
+        self._store(raw.translate(_ZEROS), entry)
         if fixed is not None:
             last = len(raw) - 1
             runs = tuple(
@@ -156,14 +204,16 @@ class ShapeCache(Generic[_T]):
             )
             self._by_runs[_RUN.sub(b"0", raw)] = (value, raw, runs)
 
-    def _store(self, key: bytes, entry: tuple[_T, bytes, int, bool]) -> None:
+    def _store(self, key: bytes, entry: _Entry[_T]) -> None:
         if len(self._entries) >= self._maxsize:
             self.clear()
         self._entries[key] = entry
+        self._last_entry = self._last_raw = None  # (the key may have had another entry)
 
     def clear(self) -> None:
         self._entries.clear()
         self._by_runs.clear()
+        self._last_entry = self._last_raw = None
 
 
 # Statement kinds whose effects depend on names and structure only, never on literal values.

@@ -181,4 +181,40 @@ def test_a_text_found_by_its_runs_keeps_the_digits_its_literals_leave(
     cache.put(stored, "stored", shaped=True)
     if stored.translate(_ZEROS) == other.translate(_ZEROS) or cache.get(other) is None:
         return  # (found by the first key, or not at all)
-    assert cache._entries[other.translate(_ZEROS)][2] == fixed_digits(other)
+    assert cache._entries[other.translate(_ZEROS)].fixed == fixed_digits(other)
+
+
+_SESSION_TEXTS = [
+    b"SELECT * FROM t WHERE id = 1",
+    b"SELECT * FROM t WHERE id = 2",
+    b"SELECT * FROM t WHERE id = 12",
+    b"SELECT * FROM t1 WHERE id = 1",
+    b"SELECT * FROM t2 WHERE id = 1",
+    b"SELECT 1 -- 2",
+    b"SELECT 1 -- 3",
+    b"SELECT $1",
+    b"SELECT $2",
+]
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(_SESSION_TEXTS), st.sampled_from(["get", "put", "put shaped"])),
+        max_size=40,
+    )
+)
+def test_what_get_keeps_of_the_last_lookup_never_changes_an_answer(
+    operations: list[tuple[bytes, str]],
+) -> None:
+    """``get`` keeps the last key and text it found, to skip the dict next time. A cache
+    whose memory of them is wiped before every lookup answers alike throughout (a small
+    maxsize: clearing when full is covered too)."""
+    kept: ShapeCache[bytes] = ShapeCache(3)
+    wiped: ShapeCache[bytes] = ShapeCache(3)
+    for text, operation in operations:
+        if operation == "get":
+            wiped._last_entry = wiped._last_raw = None
+            assert kept.get(text) == wiped.get(text), text
+        else:
+            for cache in (kept, wiped):
+                cache.put(text, text, shaped=operation == "put shaped")
