@@ -99,9 +99,9 @@ def _analyze_or_failure(sql: str) -> _Result:
     # (pglast's scanner, which also sees through comments and whitespace).
     raw = sql.encode() if sql.isascii() else None
     if raw is not None:
-        found = _keyed.get(raw)
+        found = _keyed.find(raw)
         if found is not None:
-            return (_with_text(found[0][0], sql),)
+            return (_with_text(found[0], sql),)
     shape: str | None = None
     if "\x00" not in sql:  # a NUL would end the C string the scanner sees
         try:

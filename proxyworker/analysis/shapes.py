@@ -120,8 +120,9 @@ class _Entry(Generic[_T]):
 
 
 class ShapeCache(Generic[_T]):
-    """Values by text; a value stored as ``shaped`` is found again by any text of its shape.
-    ``get`` also says whether the text found is the one stored."""
+    """Values (never None) by text; a value stored as ``shaped`` is found again by any text
+    of its shape. ``get`` also says whether the text found is the one stored; ``find``, for
+    the hot path, says it in ``own`` instead of making a tuple."""
 
     __slots__ = (
         "_by_runs",
@@ -131,6 +132,7 @@ class ShapeCache(Generic[_T]):
         "_last_own",
         "_last_raw",
         "_maxsize",
+        "own",
     )
 
     def __init__(self, maxsize: int) -> None:
@@ -145,28 +147,36 @@ class ShapeCache(Generic[_T]):
         self._last_entry: _Entry[_T] | None = None
         self._last_raw: bytes | None = None
         self._last_own = False
+        self.own = False
+        """After ``find`` found a value: was it made for that very text?"""
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, raw: bytes) -> tuple[_T, bool] | None:
+        value = self.find(raw)
+        return None if value is None else (value, self.own)
+
+    def find(self, raw: bytes) -> _T | None:
         entry = self._last_entry
         if entry is not None and raw == self._last_raw:
-            return entry.value, self._last_own
+            self.own = self._last_own
+            return entry.value
         key = raw.translate(_ZEROS)
         if entry is None or key != self._last_key:
             entry = self._entries.get(key)
             if entry is None:
+                self.own = False
                 return self._by_run_key(raw, key)
             self._last_key, self._last_entry, self._last_raw = key, entry, None
         own = entry.finds(raw)
         if own is None:
             return None
-        self._last_raw, self._last_own = raw, own
-        return entry.value, own
+        self._last_raw, self._last_own, self.own = raw, own, own
+        return entry.value
 
-    def _by_run_key(self, raw: bytes, key: bytes) -> tuple[_T, bool] | None:
-        """``get`` when the first key found nothing."""
+    def _by_run_key(self, raw: bytes, key: bytes) -> _T | None:
+        """``find`` when the first key found nothing."""
         if not self._by_runs or len(raw) > MAX_SHAPED_TEXT:
             return None
         found = self._by_runs.get(_RUN.sub(b"0", raw))
@@ -187,7 +197,7 @@ class ShapeCache(Generic[_T]):
                 flags[start:end] = _FIXED_RUN[: end - start]
             mask = int.from_bytes(flags, "big")
         self._store(key, _Entry(value, raw, mask, False))
-        return value, False
+        return value
 
     def put(self, raw: bytes, value: _T, shaped: bool) -> None:
         if len(raw) > MAX_SHAPED_TEXT:

@@ -199,11 +199,12 @@ class Gate:
         if self.ddl_pending or (catalog is not None and catalog.loaded_at <= self._ddl_at):
             return None
         self._expire_verdicts()
-        found = self._verdicts.get(raw)
+        verdicts = self._verdicts
+        found = verdicts.find(raw)
         if found is None:
             return None
         # Another text differs only in ASCII digits: it is valid UTF-8 as well.
-        return found[0][0] if found[1] else found[0][1]
+        return found[0] if verdicts.own else found[1]
 
     def _expire_verdicts(self) -> None:
         made = self._verdicts_for

@@ -74,6 +74,8 @@ _GUARD_PATHS: Final = {
     path: metrics.BatchedCounter(metrics.GUARD_PATHS.labels(path))
     for path in ("read", "static", "verified", "denied")
 }
+_READ_PATH: Final = _GUARD_PATHS["read"]
+_STATIC_PATH: Final = _GUARD_PATHS["static"]
 
 
 class Guarded(Pooling):
@@ -476,7 +478,8 @@ class Guarded(Pooling):
             put(verdicts, found, verdict)
             found += 1
         for i in range(found):
-            _GUARD_PATHS[verdicts[i].path].inc()
+            # (Remembered verdicts are read or static ones: gate._reusable.)
+            (_STATIC_PATH if verdicts[i].path == "static" else _READ_PATH).inc()
         for i in range(parses):  # (as _gate_extended does for a Parse it lets through)
             name = names[i]
             self._checked_statements.discard(name)
