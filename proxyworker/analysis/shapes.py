@@ -129,7 +129,6 @@ class ShapeCache(Generic[_T]):
         "_entries",
         "_last_entry",
         "_last_key",
-        "_last_own",
         "_last_raw",
         "_maxsize",
         "own",
@@ -140,15 +139,16 @@ class ShapeCache(Generic[_T]):
         # Second key -> (value, the text stored, its runs of digits outside literals by index).
         self._by_runs: dict[bytes, tuple[_T, bytes, tuple[tuple[int, bytes], ...]]] = {}
         self._maxsize = maxsize
-        # The last key found with its entry, and the last text that entry found: a session
-        # mostly sends what it sent last (a Parse of the same text; the same statement with
-        # other values), and comparing bytes costs less than hashing them for the dict.
+        # The last key found with its entry, and the last text that entry found (``own`` is
+        # still that text's): a session mostly sends what it sent last (a Parse of the same
+        # text; the same statement with other values), and comparing bytes costs less than
+        # hashing them for the dict.
         self._last_key = b""
         self._last_entry: _Entry[_T] | None = None
         self._last_raw: bytes | None = None
-        self._last_own = False
         self.own = False
-        """After ``find`` found a value: was it made for that very text?"""
+        """After ``find`` found a value: was it made for that very text? (Set only when a
+        value is found.)"""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -160,19 +160,17 @@ class ShapeCache(Generic[_T]):
     def find(self, raw: bytes) -> _T | None:
         entry = self._last_entry
         if entry is not None and raw == self._last_raw:
-            self.own = self._last_own
             return entry.value
         key = raw.translate(_ZEROS)
         if entry is None or key != self._last_key:
             entry = self._entries.get(key)
             if entry is None:
-                self.own = False
                 return self._by_run_key(raw, key)
             self._last_key, self._last_entry, self._last_raw = key, entry, None
         own = entry.finds(raw)
         if own is None:
             return None
-        self._last_raw, self._last_own, self.own = raw, own, own
+        self._last_raw, self.own = raw, own
         return entry.value
 
     def _by_run_key(self, raw: bytes, key: bytes) -> _T | None:
@@ -197,6 +195,7 @@ class ShapeCache(Generic[_T]):
                 flags[start:end] = _FIXED_RUN[: end - start]
             mask = int.from_bytes(flags, "big")
         self._store(key, _Entry(value, raw, mask, False))
+        self.own = False
         return value
 
     def put(self, raw: bytes, value: _T, shaped: bool) -> None:
