@@ -161,7 +161,10 @@ CELERY_BEAT_SCHEDULE = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        # channels-redis waits for a socket's messages with a 5 s blocking pop; redis-py 8
+        # reads with a 5 s socket timeout by default, which lost that race and closed every
+        # socket idle for 5 s (1011). The timeout stays, above the pop, for a dead Redis.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15.0}]},
     }
 }
 

@@ -161,6 +161,29 @@ async def test_a_blocked_statement_reaches_its_tenant_live(
     assert await audit_events(charlie, "live_marker", 1.0) == []
 
 
+async def test_an_idle_socket_stays_open_and_live(
+    live: Stack, world: World, opened: list[ClientConnection]
+) -> None:
+    """The channel layer waits for group messages with a 5 s blocking pop: a Redis read
+    timeout at or below that killed every socket idle for 5 s (daphne closed it with 1011)."""
+    alice = await connect(
+        live, opened, additional_headers={"Authorization": f"Bearer {world.alice.token}"}
+    )
+    await send(alice, {"type": "subscribe", "stream": "audit", "filters": {"decision": "deny"}})
+    assert (await recv(alice))["type"] == "subscribed"
+    deadline = time.monotonic() + 30
+    while True:  # until nothing has come for longer than one blocking pop
+        try:
+            early = await recv(alice, timeout=7.0)
+        except TimeoutError:
+            break
+        assert early["type"] == "audit.event", early  # (the fixture's own denials)
+        assert time.monotonic() < deadline, "never idle"
+    await sync_to_async(blocked_statement)(live, "idle_marker")
+    (event,) = await audit_events(alice, "idle_marker", 5.0, first=True)
+    assert event["rule"] == "honeytoken_table"
+
+
 async def test_metrics_report_the_worker_and_its_version(
     live: Stack, world: World, opened: list[ClientConnection]
 ) -> None:
