@@ -59,7 +59,7 @@ test-slow: install build services
 	SQLPROXY_EXPECT_COMPILED=1 $(BIN)/pytest -m slow $(PYTEST_ARGS)
 
 bench: install build services
-	$(BIN)/python bench/run.py --guard both --floor --rounds 5
+	$(BIN)/python bench/run.py --guard both --floor --rounds 6
 
 conformance: install build services
 	scripts/conformance.sh

@@ -1,8 +1,9 @@
 """``make bench``: pgbench directly, through PgBouncer and through the worker, interleaved.
 
-Each round runs every workload against every target, in an order rotated per round, so slow
-drifts of a shared 2-core machine (other processes, checkpoints, CPU frequency) spread evenly
-over the targets instead of favouring whichever runs first. The table reports the median TPS
+Each round runs every workload against every target. The two sides of each comparison run back
+to back, first one then the other in turn, so slow drifts of a shared 2-core machine (other
+processes, checkpoints, CPU frequency) neither fall between them nor favour whichever runs
+first. The table reports the median TPS
 over the rounds and, against the 0.9x target, the median of the worker/PgBouncer ratios of
 each round (drift between rounds cancels out of a ratio within one); a 1-client run
 measures the p50 latency the worker adds over a direct connection (target: 0.06 ms).
@@ -59,6 +60,7 @@ GUARDED = "guarded worker"
 ADDED_P50_TARGET_MS = 0.06
 """p50 latency the worker may add over a direct connection at 1 client."""
 
+_MODES = ("session", "transaction")
 _WORKLOAD_KEYS = {"simple": WORKLOADS[0], "extended": WORKLOADS[1], "tpcb": WORKLOADS[2]}
 
 
@@ -124,7 +126,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.rounds, args.duration, args.latency_duration = 1, 2, 3
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not modes or set(modes) - {"session", "transaction"}:
+    if not modes or set(modes) - set(_MODES):
         parser.error("--modes takes session and/or transaction")
     args.modes = modes
     try:
@@ -278,8 +280,7 @@ def _bench(
     for round_no in range(args.rounds):
         reset_history(tools["psql"], direct)
         for workload in args.workloads:
-            shift = round_no % len(targets)
-            for target in targets[shift:] + targets[:shift]:
+            for target in _round_order(targets, round_no):
                 result = _measured_run(args, tools, services, target, workload)
                 tps.setdefault((workload.name, target.name, target.mode), []).append(result)
                 shown = f"{result.tps:10.0f} tps" if result.tps is not None else result.error
@@ -318,6 +319,23 @@ def _bench(
     print(_rounds_detail(tps, latency))
     print(f"\nwhere the worker's time goes:\n  {hotspots.INSTALL_HINT}")
     print("  .venv/bin/python bench/run.py --profile /tmp/worker.stacks")
+
+
+_NEIGHBOURS = {GUARDED: 0, "worker": 1, "pgbouncer": 2, "floor": 3}
+"""The order of a pool mode's targets in a round: each compared pair (guard on / off, worker /
+PgBouncer, floor / PgBouncer) side by side."""
+
+
+def _round_order(targets: list[Target], round_no: int) -> list[Target]:
+    """One round's order. The targets of a pool mode run back to back, each compared pair side
+    by side, so a ratio is taken between two runs seconds apart instead of across the round;
+    every other round reverses each group, so neither side of a pair always runs first; the
+    groups (direct, session, transaction) take turns at the front."""
+    groups = [[t for t in targets if t.mode == mode] for mode in ("direct", *_MODES)]
+    groups = [sorted(g, key=lambda t: _NEIGHBOURS.get(t.name, -1)) for g in groups if g]
+    shift = round_no % len(groups)
+    ordered = groups[shift:] + groups[:shift]
+    return [t for g in ordered for t in (reversed(g) if round_no % 2 else g)]
 
 
 def _measured_run(
