@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 _PID_BITS = 24
 
+HOUSEKEEPING_SECONDS: Final = 10.0
+"""How often idle server connections are looked at, at most (more often for a database whose
+server_idle_timeout is under twice this)."""
+
 FLEET_CANCELS_PER_SECOND: Final = 100
 """CancelRequests a process hands to the fleet per second at most; more are dropped, so
 unknown keys sent in a flood cannot flood every worker through Redis."""
@@ -283,8 +287,12 @@ class Worker:
         )
 
     async def _housekeeping(self) -> None:
+        """Close server connections idle longer than their database's server_idle_timeout,
+        looking every HOUSEKEEPING_SECONDS or twice per timeout, whichever is more often: a
+        connection stays at most that long past its timeout."""
         while not self.draining:
-            await asyncio.sleep(10)
+            halves = [pool.db.server_idle_timeout / 2 for pool in self.pools.values()]
+            await asyncio.sleep(max(0.05, min([HOUSEKEEPING_SECONDS, *halves])))
             for pool in self.pools.values():
                 pool.close_idle(pool.db.server_idle_timeout)
 

@@ -27,19 +27,23 @@ def upstream(certs: Certificates) -> Iterator[PgCluster]:
     cluster.destroy()
 
 
-def databases_toml(cluster: PgCluster, pool_size: int = 20) -> str:
+def databases_toml(cluster: PgCluster, pool_size: int = 20, extra: str = "") -> str:
+    """Databases ``app`` (session pooling) and ``app_tx`` (transaction pooling); ``extra``
+    lines go into both."""
     return f"""
 [[databases]]
 name = "app"
 upstream = "{cluster.url("postgres")}"
 pool_mode = "session"
 pool_size = {pool_size}
+{extra}
 
 [[databases]]
 name = "app_tx"
 upstream = "{cluster.url("postgres")}"
 pool_mode = "transaction"
 pool_size = {pool_size}
+{extra}
 """
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,6 +123,43 @@ def test_it_exports_metrics_and_health(worker: WorkerProcess, db: str) -> None:
     status, body = worker.http("/readyz")
     assert (status, json.loads(body)["ready"]) == (200, True)
     assert worker.http("/nope")[0] == 404
+
+
+def test_it_closes_server_connections_idle_past_server_idle_timeout(
+    upstream: PgCluster, db: str
+) -> None:
+    """A server connection idle in the pool longer than server_idle_timeout is closed, not
+    sooner; one linked to its client (session mode) is never idle, however long the client
+    waits; a client in transaction mode gets a fresh one for its next transaction."""
+    proc = launch(databases_toml(upstream, extra="server_idle_timeout = 1.0"))
+    marker = f"idle_timeout_{db}"
+
+    def backends() -> int:
+        with upstream.connect() as admin:
+            row = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (marker,)
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    try:
+        with psycopg.connect(proc.dsn(db), autocommit=True, application_name=marker) as conn:
+            conn.execute("SELECT 1")
+            assert backends() == 1
+            if db == "app":
+                time.sleep(2.5)
+                assert backends() == 1
+            else:
+                wait_until(lambda: backends() == 0, timeout=10)
+                assert conn.execute("SELECT 'fresh'").fetchone() == ("fresh",)
+        idle_since = time.monotonic()
+        assert backends() == 1
+        wait_until(lambda: backends() == 0, timeout=10)
+        assert time.monotonic() - idle_since > 0.9
+        with psycopg.connect(proc.dsn(db), autocommit=True) as conn:
+            assert conn.execute("SELECT 'again'").fetchone() == ("again",)
+    finally:
+        proc.stop()
 
 
 def test_it_writes_json_logs(worker: WorkerProcess) -> None:
