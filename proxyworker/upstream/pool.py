@@ -132,8 +132,8 @@ class Pool:
             if isinstance(exc, TimeoutError):
                 raise UpstreamError(
                     "53300",
-                    f"no server connection for database {self.db.name!r} became free within "
-                    f"{self.db.pool_timeout:g}s (pool_size {self.db.pool_size})",
+                    f"no server connection became free within {self.db.pool_timeout:g}s "
+                    f"(pool_size {self.db.pool_size}, pool_timeout)",
                 ) from None
             raise
 

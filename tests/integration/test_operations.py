@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import proxyworker
 from tests.conftest import databases_toml
 from tests.support.net import free_port
 from tests.support.pgcluster import PgCluster, wait_until
-from tests.support.rawpg import RawConnection
+from tests.support.rawpg import RawConnection, fields
 from tests.support.worker import (
     APP_PASSWORD,
     APP_USER,
@@ -158,6 +159,40 @@ def test_it_closes_server_connections_idle_past_server_idle_timeout(
         assert time.monotonic() - idle_since > 0.9
         with psycopg.connect(proc.dsn(db), autocommit=True) as conn:
             assert conn.execute("SELECT 'again'").fetchone() == ("again",)
+    finally:
+        proc.stop()
+
+
+def test_a_client_waits_for_a_server_connection_at_most_pool_timeout(
+    upstream: PgCluster, db: str
+) -> None:
+    """pool_size 1: a second client waits for the only server connection, gets it when the
+    first gives it back (transaction mode: at the end of its transaction; session mode: when
+    it leaves), and is refused with 53300 naming the pool once pool_timeout has passed."""
+    proc = launch(databases_toml(upstream, pool_size=1, extra="pool_timeout = 0.5"))
+    try:
+        holder = psycopg.connect(proc.dsn(db))  # its open transaction holds the server
+        holder.execute("SELECT 1")
+        waiting = RawConnection(proc.port)
+        started = time.monotonic()
+        kind, body = waiting.login(APP_USER, APP_PASSWORD, db)[-1]
+        waited = time.monotonic() - started
+        waiting.close()
+        error = fields(body)
+        assert (kind, error["S"], error["C"]) == (b"E", "FATAL", "53300"), error
+        assert error["M"] == (
+            f'sqlproxy: database "{db}": no server connection became free within 0.5s '
+            "(pool_size 1, pool_timeout)"
+        )
+        assert 0.45 < waited < 5, waited
+
+        give_back = holder.close if db == "app" else holder.rollback
+        timer = threading.Timer(0.2, give_back)
+        timer.start()
+        with psycopg.connect(proc.dsn(db), autocommit=True, connect_timeout=10) as served:
+            assert served.execute("SELECT 'served'").fetchone() == ("served",)
+        timer.join()
+        holder.close()
     finally:
         proc.stop()
 
