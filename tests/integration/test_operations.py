@@ -98,6 +98,31 @@ def test_it_drains_on_sigterm(own_worker: WorkerProcess, upstream: PgCluster, db
         assert direct.execute(f"SELECT x FROM {table}").fetchall() == [(1,)]
 
 
+def test_a_transaction_left_open_ends_the_drain_at_shutdown_timeout(
+    upstream: PgCluster, db: str
+) -> None:
+    """A client that never ends its transaction holds a SIGTERM drain for shutdown_timeout at
+    most: then it is told why (57P01), its transaction rolls back and the worker exits 0."""
+    proc = launch(databases_toml(upstream), extra="shutdown_timeout = 0.5")
+    table = f"drain_timeout_{db}"
+    with upstream.connect() as direct:
+        direct.execute(f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (x int)")
+    lingering = psycopg.connect(proc.dsn(db))
+    try:
+        lingering.execute(f"INSERT INTO {table} VALUES (1)")  # and never commits
+        started = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        assert proc.proc is not None and proc.proc.wait(15) == 0
+        assert 0.45 < time.monotonic() - started < 10
+        with pytest.raises(psycopg.OperationalError, match="shutdown timeout reached"):
+            lingering.execute("SELECT 1")
+    finally:
+        lingering.close()
+        proc.stop()
+    with upstream.connect() as direct:
+        assert direct.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+
+
 def test_it_exports_metrics_and_health(worker: WorkerProcess, db: str) -> None:
     with psycopg.connect(worker.dsn(db), autocommit=True) as conn:
         for _ in range(3):
