@@ -3,10 +3,10 @@
 Each round runs every workload against every target. The two sides of each comparison run back
 to back, first one then the other in turn, so slow drifts of a shared 2-core machine (other
 processes, checkpoints, CPU frequency) neither fall between them nor favour whichever runs
-first. The table reports the median TPS
-over the rounds and, against the 0.9x target, the median of the worker/PgBouncer ratios of
-each round (drift between rounds cancels out of a ratio within one); a 1-client run
-measures the p50 latency the worker adds over a direct connection (target: 0.06 ms).
+first. The table reports the median TPS over the rounds and, against the 0.9x target, the
+median of the worker/PgBouncer ratios of each round (drift between rounds cancels out of a
+ratio within one); a 1-client run measures the p50 latency the worker adds over a direct
+connection (target: 0.06 ms).
 
 The numbers are reported, not asserted: the exit status is non-zero only when the bench cannot
 run (a tool is missing, the database cannot be prepared, a proxy does not start). With
