@@ -196,28 +196,28 @@ def test_a_client_waits_for_a_server_connection_at_most_pool_timeout(
     it leaves), and is refused with 53300 naming the pool once pool_timeout has passed."""
     proc = launch(databases_toml(upstream, pool_size=1, extra="pool_timeout = 0.5"))
     try:
-        holder = psycopg.connect(proc.dsn(db))  # its open transaction holds the server
-        holder.execute("SELECT 1")
-        waiting = RawConnection(proc.port)
-        started = time.monotonic()
-        kind, body = waiting.login(APP_USER, APP_PASSWORD, db)[-1]
-        waited = time.monotonic() - started
-        waiting.close()
-        error = fields(body)
-        assert (kind, error["S"], error["C"]) == (b"E", "FATAL", "53300"), error
-        assert error["M"] == (
-            f'sqlproxy: database "{db}": no server connection became free within 0.5s '
-            "(pool_size 1, pool_timeout)"
-        )
-        assert 0.45 < waited < 5, waited
+        # its open transaction holds the server
+        with psycopg.connect(proc.dsn(db)) as holder:
+            holder.execute("SELECT 1")
+            waiting = RawConnection(proc.port)
+            started = time.monotonic()
+            kind, body = waiting.login(APP_USER, APP_PASSWORD, db)[-1]
+            waited = time.monotonic() - started
+            waiting.close()
+            error = fields(body)
+            assert (kind, error["S"], error["C"]) == (b"E", "FATAL", "53300"), error
+            assert error["M"] == (
+                f'sqlproxy: database "{db}": no server connection became free within 0.5s '
+                "(pool_size 1, pool_timeout)"
+            )
+            assert 0.45 < waited < 5, waited
 
-        give_back = holder.close if db == "app" else holder.rollback
-        timer = threading.Timer(0.2, give_back)
-        timer.start()
-        with psycopg.connect(proc.dsn(db), autocommit=True, connect_timeout=10) as served:
-            assert served.execute("SELECT 'served'").fetchone() == ("served",)
-        timer.join()
-        holder.close()
+            give_back = holder.close if db == "app" else holder.rollback
+            timer = threading.Timer(0.2, give_back)
+            timer.start()
+            with psycopg.connect(proc.dsn(db), autocommit=True, connect_timeout=10) as served:
+                assert served.execute("SELECT 'served'").fetchone() == ("served",)
+            timer.join()
     finally:
         proc.stop()
 
