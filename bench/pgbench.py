@@ -42,6 +42,10 @@ class Run:
     error: str = ""
     cpu_us_per_tx: tuple[float, float] | None = None
     """(user, system) CPU microseconds the proxy spent per transaction; None for direct."""
+    idle_cores: float | None = None
+    """How many of the machine's cores stood idle during the run, on average (``/proc/stat``):
+    near 0 when pgbench, PostgreSQL and the proxy keep every core busy; more when they wait on
+    one another, e.g. on a single-threaded proxy."""
 
 
 def run(

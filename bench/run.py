@@ -284,6 +284,8 @@ def _bench(
                 result = _measured_run(args, tools, services, target, workload)
                 tps.setdefault((workload.name, target.name, target.mode), []).append(result)
                 shown = f"{result.tps:10.0f} tps" if result.tps is not None else result.error
+                if result.idle_cores is not None:
+                    shown += f"   idle {result.idle_cores:4.2f} cores"
                 if result.cpu_us_per_tx is not None:
                     user, system = result.cpu_us_per_tx
                     shown += f"   proxy CPU {user + system:5.1f} us/tx"
@@ -309,6 +311,8 @@ def _bench(
     print(_latency_table(latency, args.latency_duration))
     print()
     print(_cpu_table(args, tps))
+    print()
+    print(_idle_table(args, tps))
     if args.guard == "both":
         print()
         print(_guard_table(args, tps))
@@ -345,16 +349,28 @@ def _measured_run(
     target: Target,
     workload: Workload,
 ) -> Run:
-    """One TPS run; for a proxy, also the CPU time its processes used per transaction."""
+    """One TPS run; for a proxy, also the CPU time its processes used per transaction; for
+    every run, how many cores the machine left idle."""
     before = services.cpu_seconds(target.name) if target.mode != "direct" else None
+    idle_before = _idle_seconds()
+    started = time.monotonic()
     result = pgbench.run(
         tools["pgbench"], target.endpoint, workload, args.clients, args.threads, args.duration
     )
+    idle = (_idle_seconds() - idle_before) / (time.monotonic() - started)
+    result = dataclasses.replace(result, idle_cores=idle)
     if before is None or not result.transactions:
         return result
     after = services.cpu_seconds(target.name)
     per_tx = tuple(1e6 * (a - b) / result.transactions for a, b in zip(after, before, strict=True))
     return dataclasses.replace(result, cpu_us_per_tx=(per_tx[0], per_tx[1]))
+
+
+def _idle_seconds() -> float:
+    """Idle time of all cores so far (idle + iowait of the ``cpu`` line of ``/proc/stat``)."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
 
 
 def _median_tps(runs: list[Run]) -> float | None:
@@ -481,6 +497,33 @@ def _cpu_table(args: argparse.Namespace, tps: dict[tuple[str, str, str], list[Ru
             bouncer, worker = cpu(workload, "pgbouncer", mode), cpu(workload, "worker", mode)
             cells = [f"{v:.1f}" for v in bouncer[:2]] if bouncer else ["n/a"] * 2
             cells += [f"{v:.1f}" for v in worker] if worker else ["n/a"] * 3
+            lines.append(f"| {workload.name} | {mode} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+_LABELS = {"pgbouncer": "PgBouncer"}
+
+
+def _idle_table(args: argparse.Namespace, tps: dict[tuple[str, str, str], list[Run]]) -> str:
+    """Idle cores during each target's runs: a proxy that serialises the clients' traffic
+    leaves cores idle that a direct connection keeps busy, so its TPS falls by more than its
+    share of the CPU would say."""
+    names = [n for n in ("pgbouncer", "worker", GUARDED, "floor") if any(k[1] == n for k in tps)]
+    lines = [
+        f"Idle cores during the runs, of {os.cpu_count()} (median over rounds)",
+        "",
+        f"| workload | pool mode | direct | {' | '.join(_LABELS.get(n, n) for n in names)} |",
+        "|---|---|" + "---:|" * (1 + len(names)),
+    ]
+
+    def idle(key: tuple[str, str, str]) -> str:
+        found = [r.idle_cores for r in tps.get(key, []) if r.idle_cores is not None]
+        return f"{statistics.median(found):.2f}" if found else ""
+
+    for workload in args.workloads:
+        for mode in args.modes:
+            cells = [idle((workload.name, "direct", "direct"))]
+            cells += [idle((workload.name, name, mode)) for name in names]
             lines.append(f"| {workload.name} | {mode} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
