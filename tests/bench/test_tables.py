@@ -1,0 +1,102 @@
+"""The bench's order of runs and its tables: what `make bench` reports is read, not asserted, so
+a wrong pairing or a wrong verdict here would go unnoticed in its output."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+# bench/ is a directory of scripts that import one another by name, not a package.
+sys.path.append(str(Path(__file__).resolve().parents[2] / "bench"))
+
+import run
+from pgbench import WORKLOADS, Run
+from services import Endpoint
+
+_SESSION = [run.GUARDED, "worker", "pgbouncer", "floor"]
+_TRANSACTION = [run.GUARDED, "worker", "pgbouncer"]
+
+
+def _targets() -> list[run.Target]:
+    endpoint = Endpoint("e", 1, "u", "p", "d")
+    targets = [run.Target("direct", endpoint, "direct")]
+    # Listed out of order: _round_order must pair them whatever order _setup gives.
+    targets += [run.Target(name, endpoint, "session") for name in reversed(_SESSION)]
+    targets += [run.Target(name, endpoint, "transaction") for name in _TRANSACTION]
+    return targets
+
+
+@pytest.mark.parametrize("round_no", range(6))
+def test_every_target_runs_once_per_round_with_each_compared_pair_side_by_side(
+    round_no: int,
+) -> None:
+    order = run._round_order(_targets(), round_no)
+    assert sorted((t.name, t.mode) for t in order) == sorted((t.name, t.mode) for t in _targets())
+    position = {(t.name, t.mode): i for i, t in enumerate(order)}
+    pairs = [(run.GUARDED, "worker"), ("worker", "pgbouncer"), ("pgbouncer", "floor")]
+    for mode in ("session", "transaction"):
+        for a, b in pairs:
+            if (b, mode) in position:
+                assert abs(position[(a, mode)] - position[(b, mode)]) == 1, (mode, a, b, order)
+    modes = [t.mode for t in order]
+    assert len([m for m, n in pairwise(modes) if m != n]) == 2  # three groups, not mixed
+
+
+def test_each_pair_runs_in_both_orders_and_each_group_leads_in_turn() -> None:
+    rounds = [run._round_order(_targets(), n) for n in range(6)]
+    first = {}
+    for n, order in enumerate(rounds):
+        names = [t.name for t in order if t.mode == "session"]
+        first[n] = names.index("worker") < names.index("pgbouncer")
+    assert [first[n] for n in range(6)] == [True, False] * 3
+    assert [order[0].mode for order in rounds[:3]] == ["direct", "session", "transaction"]
+
+
+def test_a_ratio_is_the_median_of_the_ratios_within_each_round() -> None:
+    # Round 2 ran everything at half speed: within a round it cancels out.
+    worker = [Run(90.0), Run(None, error="failed"), Run(46.0), Run(93.0)]
+    bouncer = [Run(100.0), Run(100.0), Run(50.0), Run(100.0)]
+    assert run._ratio(worker, bouncer) == pytest.approx(0.92)  # median of 0.90, 0.92, 0.93
+    assert run._ratio([Run(None)], [Run(100.0)]) is None
+
+
+def _args(modes: list[str]) -> argparse.Namespace:
+    return argparse.Namespace(workloads=[WORKLOADS[0]], modes=modes, clients=8, rounds=2)
+
+
+def test_the_tps_table_fails_a_worker_under_the_target_and_passes_one_above() -> None:
+    name = WORKLOADS[0].name
+    tps = {
+        (name, "direct", "direct"): [Run(200.0), Run(200.0)],
+        (name, "pgbouncer", "session"): [Run(100.0), Run(100.0)],
+        (name, "worker", "session"): [Run(91.0), Run(93.0)],
+        (name, "pgbouncer", "transaction"): [Run(100.0), Run(100.0)],
+        (name, "worker", "transaction"): [Run(89.4), Run(89.8)],
+    }
+    rows = run._tps_table(_args(["session", "transaction"]), tps).splitlines()[4:]
+    assert rows == [
+        f"| {name} | session | 200 | 100 | 92 | 0.92x | 0.46x | pass |",
+        f"| {name} | transaction | 200 | 100 | 90 | 0.90x | 0.45x | FAIL |",
+    ]
+
+
+def test_the_idle_table_has_a_column_per_target_that_ran() -> None:
+    name = WORKLOADS[0].name
+    tps = {
+        (name, "direct", "direct"): [Run(200.0, idle_cores=0.02), Run(200.0, idle_cores=0.0)],
+        (name, "pgbouncer", "session"): [Run(100.0, idle_cores=0.15)],
+        (name, "worker", "session"): [Run(90.0, idle_cores=0.25), Run(90.0, idle_cores=0.19)],
+        (name, "floor", "session"): [Run(95.0, idle_cores=0.2)],
+        (name, "pgbouncer", "transaction"): [Run(100.0, idle_cores=0.17)],
+        (name, "worker", "transaction"): [Run(None)],
+    }
+    lines = run._idle_table(_args(["session", "transaction"]), tps).splitlines()
+    assert lines[2] == "| workload | pool mode | direct | PgBouncer | worker | floor |"
+    assert lines[4:] == [
+        f"| {name} | session | 0.01 | 0.15 | 0.22 | 0.20 |",
+        f"| {name} | transaction | 0.01 | 0.17 |  |  |",
+    ]
