@@ -65,6 +65,8 @@ class KnownDifference:
     tests: tuple[str, ...]
     deselect: bool = False
     """The tests hang in these modes: run.py does not run them there (exact ids only)."""
+    intermittent: bool = False
+    """The tests fail through the worker in some runs only (timing): passing is no news."""
 
     def covers(self, suite: str, mode: str, nodeid: str) -> bool:
         if suite != self.suite or mode not in self.modes:
@@ -84,6 +86,7 @@ def known_differences(path: Path = KNOWN_DIFFERENCES) -> list[KnownDifference]:
             d["reason"].strip(),
             tuple(d["tests"]),
             bool(d.get("deselect", False)),
+            bool(d.get("intermittent", False)),
         )
         for d in data.get("difference", [])
     ]
@@ -107,6 +110,8 @@ class Comparison:
     """Passed directly; no outcome through the worker (the run was cut short)."""
     fixed: list[str] = field(default_factory=list)
     """Listed as known differences for this mode, yet passed through the worker."""
+    lucky: list[str] = field(default_factory=list)
+    """Intermittent known differences that passed through the worker this time."""
 
     @property
     def new(self) -> list[Regression]:
@@ -135,7 +140,7 @@ def compare(
         if through.status == "passed":
             # Only exact entries: a prefix entry may rightly cover tests that pass.
             if match is not None and nodeid in match.tests:
-                result.fixed.append(nodeid)
+                (result.lucky if match.intermittent else result.fixed).append(nodeid)
             continue
         result.regressions.append(Regression(nodeid, through.status, through.message, match))
     return result

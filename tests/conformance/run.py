@@ -414,6 +414,9 @@ def report(suite: Suite, runs: list[Run], known: list[outcomes.KnownDifference])
         if cmp.fixed:
             lines += ["", "Known differences that now pass (remove them from the list):"]
             lines += [f"- `{n}`" for n in cmp.fixed]
+        if cmp.lucky:
+            lines += ["", "Intermittent known differences that passed this time (keep them):"]
+            lines += [f"- `{n}`" for n in cmp.lucky]
     failing_direct = sorted(n for n, o in direct.items() if o.status in ("failed", "error"))
     if failing_direct:
         lines += ["", f"Failing directly, so not compared ({len(failing_direct)}):"]
