@@ -48,11 +48,11 @@ def test_every_target_runs_once_per_round_with_each_compared_pair_side_by_side(
 
 def test_each_pair_runs_in_both_orders_and_each_group_leads_in_turn() -> None:
     rounds = [run._round_order(_targets(), n) for n in range(6)]
-    first = {}
-    for n, order in enumerate(rounds):
+    worker_first = []
+    for order in rounds:
         names = [t.name for t in order if t.mode == "session"]
-        first[n] = names.index("worker") < names.index("pgbouncer")
-    assert [first[n] for n in range(6)] == [True, False] * 3
+        worker_first.append(names.index("worker") < names.index("pgbouncer"))
+    assert worker_first == [True, False] * 3
     assert [order[0].mode for order in rounds[:3]] == ["direct", "session", "transaction"]
 
 
