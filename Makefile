@@ -22,12 +22,13 @@ $(VENV)/.installed: requirements/*.txt tests/clients/node/package.json | system-
 	cd tests/clients/node && npm ci --silent --no-audit --no-fund
 	touch $@
 
-# The worker's hot path compiled with mypyc (setup.py, proxyworker/compiled.py); again whenever
-# a worker source changes, since what mypyc infers for one module depends on the others.
+# The worker's hot path compiled with mypyc, and its socket reactor in C (setup.py,
+# proxyworker/compiled.py); again whenever a worker source changes, since what mypyc infers
+# for one module depends on the others.
 BUILT := proxyworker/compiled.json
 build: $(BUILT)
 
-$(BUILT): setup.py $(shell find proxyworker -name '*.py') $(VENV)/.installed
+$(BUILT): setup.py $(shell find proxyworker -name '*.py' -o -name '*.c') $(VENV)/.installed
 	$(BIN)/python setup.py -q build_ext --inplace
 
 clean-build:

@@ -15,18 +15,29 @@ import sys
 from pathlib import Path
 
 from mypyc.build import mypycify
-from setuptools import setup
+from setuptools import Extension, setup
 
 ROOT = Path(__file__).resolve().parent
 # Read without importing the package (which checks the build this makes).
 compiled = runpy.run_path(str(ROOT / "proxyworker" / "compiled.py"))
 sources = [f"proxyworker/{module}" for module in compiled["SOURCES"]]
 
+# Hand-written C (proxyworker/_reactor.c: the sockets' epoll reactor), built beside them.
+handwritten = [
+    Extension(
+        "proxyworker." + Path(source).stem,
+        [f"proxyworker/{source}"],
+        extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    )
+    for source in compiled["C_SOURCES"]
+]
+
 setup(
     packages=[],
-    ext_modules=mypycify(
-        sources, opt_level="3", group_name="proxyworker", target_dir="build/mypyc"
-    ),
+    ext_modules=[
+        *mypycify(sources, opt_level="3", group_name="proxyworker", target_dir="build/mypyc"),
+        *handwritten,
+    ],
 )
 if "build_ext" in sys.argv:
     compiled["write_manifest"](ROOT / "proxyworker")

@@ -23,7 +23,7 @@ from typing import Final
 
 import msgspec
 
-from proxyworker import COMPILED, clocks, metrics
+from proxyworker import COMPILED, clocks, metrics, sockets
 from proxyworker.audit.sink import AuditSink, Writer, file_writer
 from proxyworker.config.schema import Database, WorkerConfig
 from proxyworker.policy.engine import Policy
@@ -87,7 +87,7 @@ class Worker:
         self.by_backend: dict[int, ClientSession] = {}
         """Session-mode clients by the backend pid of the server connection they hold."""
         self._pid_seq = 0
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: list[sockets.Listener] = []
         self._all_gone = asyncio.Event()
         self.id = f"{socket.gethostname()}-{index}"
         self.generation = 0
@@ -255,7 +255,6 @@ class Worker:
     # --- serving ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         listen = self.config.listen
         sock = socket.socket(socket.AF_INET6 if ":" in listen.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -266,8 +265,7 @@ class Worker:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it
         sock.listen(1024)
         sock.setblocking(False)
-        server = await loop.create_server(lambda: ClientSession(self), sock=sock, backlog=1024)
-        self._servers.append(server)
+        self._servers.append(await sockets.serve(sock, lambda: ClientSession(self)))
         if self.workers > 1:
             peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             peer.bind(cancel_socket_name(self.port, self.index))

@@ -13,21 +13,22 @@ import pytest
 
 import proxyworker
 from proxyworker import compiled
-from proxyworker.compiled import MANIFEST, SOURCES, StaleBuild, check, write_manifest
+from proxyworker.compiled import C_SOURCES, MANIFEST, SOURCES, StaleBuild, check, write_manifest
 
 SUFFIX = EXTENSION_SUFFIXES[0]
+BUILT = SOURCES + C_SOURCES
 
 
 def package(tmp_path: Path) -> Path:
     """A package tree with every compiled module's source and no build."""
-    for source in SOURCES:
+    for source in BUILT:
         path = tmp_path / source
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"# {source}\n")
     return tmp_path
 
 
-def build(root: Path, sources: tuple[str, ...] = SOURCES) -> None:
+def build(root: Path, sources: tuple[str, ...] = BUILT) -> None:
     """What ``make build`` leaves: an extension beside each source, and the manifest."""
     for source in sources:
         (root / source).with_suffix(SUFFIX).write_bytes(b"\x7fELF")
@@ -50,12 +51,20 @@ def test_it_refuses_a_build_whose_source_changed_since(tmp_path: Path) -> None:
     (root / "session/requests.py").write_text("# edited after the build\n")
     with pytest.raises(StaleBuild, match=r"proxyworker/session/requests\.py\).*make build"):
         check(root)
+    build(root)
+    (root / "_reactor.c").write_text("/* edited after the build */\n")
+    with pytest.raises(StaleBuild, match=r"proxyworker/_reactor\.c\)"):
+        check(root)
 
 
 def test_it_refuses_a_build_that_lacks_a_module_or_its_manifest(tmp_path: Path) -> None:
     root = package(tmp_path)
-    build(root, SOURCES[:-1])
+    build(root, SOURCES[:-1] + C_SOURCES)
     with pytest.raises(StaleBuild, match=SOURCES[-1]):
+        check(root)
+    build(root)
+    (root / C_SOURCES[0]).with_suffix(SUFFIX).unlink()
+    with pytest.raises(StaleBuild, match=C_SOURCES[0]):
         check(root)
     build(root)
     (root / MANIFEST).unlink()
@@ -69,9 +78,11 @@ def test_it_refuses_a_build_that_lacks_a_module_or_its_manifest(tmp_path: Path) 
 )
 def test_the_suite_runs_against_the_compiled_worker() -> None:
     assert proxyworker.COMPILED
+    from proxyworker import sockets
     from proxyworker.session import requests
 
     assert requests.__file__.endswith(".so")
+    assert sockets.Reactor is not None
 
 
 def _except_names_of_several_types(path: Path) -> list[str]:

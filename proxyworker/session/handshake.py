@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import Final, cast
+from typing import Final
 
-from proxyworker import metrics
+from proxyworker import metrics, sockets
 from proxyworker.guard.gate import Gate
 from proxyworker.policy.network import refused
 from proxyworker.prepared import PreparedStatements
@@ -104,12 +104,10 @@ class Handshake(Requests):
                     continue
                 if self._raw:
                     raise ClientError("08P01", "received unencrypted data after SSL request")
-                self._write(b"S")
                 assert self.transport is not None
-                new = await asyncio.get_running_loop().start_tls(
-                    self.transport, self, ctx, server_side=True
+                self.transport = await sockets.start_tls(
+                    self.transport, self, ctx, server_side=True, before=b"S"
                 )
-                self.transport = cast(asyncio.Transport, new)
                 tls_done = True
 
     async def _attach(self, startup: StartupMessage) -> None:

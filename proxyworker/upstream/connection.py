@@ -14,7 +14,7 @@ import ssl
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final, cast
 
-from proxyworker import clocks
+from proxyworker import clocks, sockets
 from proxyworker.config.schema import Upstream
 from proxyworker.protocol import messages as m
 from proxyworker.protocol.framing import Framer
@@ -257,20 +257,18 @@ async def _handshake(
     params: Mapping[str, str],
     tls: ssl.SSLContext | None,
 ) -> None:
-    loop = asyncio.get_running_loop()
-    await loop.create_connection(lambda: conn, target.host, target.port)
+    await sockets.connect(target.host, target.port, conn, tls=tls is not None)
     if tls is not None:
         conn.write(m.ssl_request())
         answer = await conn._read_byte()
         if answer == ord("S"):
             assert conn.transport is not None
-            new = await loop.start_tls(
+            conn.transport = await sockets.start_tls(
                 conn.transport,
                 conn,
                 tls,
                 server_hostname=target.host if tls.check_hostname else None,
             )
-            conn.transport = cast(asyncio.Transport, new)
         elif target.sslmode != "prefer":
             raise UpstreamError("08006", f"server {target.host} does not accept TLS")
     # Keys starting with NUL are the worker's own (a client cannot send one): not for the server.
