@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -56,6 +57,26 @@ typedef struct {
 
 static PyTypeObject ReactorType;
 static PyTypeObject TransportType;
+
+/* The socket calls, made as plain system calls: glibc's wrappers are cancellation points,
+ * which in a process with threads costs an enable/disable pair around every call. */
+static ssize_t
+sock_recv(int fd, void *buf, size_t len)
+{
+    return syscall(SYS_recvfrom, fd, buf, len, 0, NULL, NULL);
+}
+
+static ssize_t
+sock_send(int fd, const void *buf, size_t len)
+{
+    return syscall(SYS_sendto, fd, buf, len, MSG_NOSIGNAL, NULL, 0);
+}
+
+static ssize_t
+sock_sendmsg(int fd, const struct msghdr *msg)
+{
+    return syscall(SYS_sendmsg, fd, msg, MSG_NOSIGNAL);
+}
 
 /* --- the buffer ---------------------------------------------------------------------- */
 
@@ -246,7 +267,7 @@ static void
 flush(Transport *t)
 {
     while (pending(t)) {
-        ssize_t n = send(t->fd, t->wbuf + t->wstart, pending(t), MSG_NOSIGNAL);
+        ssize_t n = sock_send(t->fd, t->wbuf + t->wstart, pending(t));
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -277,8 +298,8 @@ write_iov(Transport *t, struct iovec *iov, int count)
         struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)count};
         ssize_t n;
         do {
-            n = count == 1 ? send(t->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL)
-                           : sendmsg(t->fd, &msg, MSG_NOSIGNAL);
+            n = count == 1 ? sock_send(t->fd, iov[0].iov_base, iov[0].iov_len)
+                           : sock_sendmsg(t->fd, &msg);
         } while (n < 0 && errno == EINTR);
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -311,6 +332,13 @@ write_iov(Transport *t, struct iovec *iov, int count)
 static PyObject *
 Transport_write(Transport *t, PyObject *data)
 {
+    if (PyBytes_CheckExact(data)) { /* the relay's case: no buffer view to take and release */
+        struct iovec iov = {.iov_base = PyBytes_AS_STRING(data),
+                            .iov_len = (size_t)PyBytes_GET_SIZE(data)};
+        if (t->fd >= 0 && iov.iov_len > 0 && write_iov(t, &iov, 1) < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -388,7 +416,7 @@ readable(Transport *t)
 {
     char *buf = t->reactor->rbuf;
     for (int turn = 0; turn < 16 && t->reading && !t->closing && t->fd >= 0; turn++) {
-        ssize_t n = recv(t->fd, buf, READ_SIZE, 0);
+        ssize_t n = sock_recv(t->fd, buf, READ_SIZE);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -853,6 +881,7 @@ PyInit__reactor(void)
 {
     if (PyType_Ready(&ReactorType) < 0 || PyType_Ready(&TransportType) < 0)
         return NULL;
+
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
