@@ -30,6 +30,7 @@
 #define MAX_EVENTS 256
 #define MAX_IOV 64
 #define DEFAULT_HIGH (64 * 1024)
+#define KEEP_BUFFER (256 * 1024) /* a drained write buffer larger than this is freed */
 
 typedef struct {
     PyObject_HEAD
@@ -277,6 +278,11 @@ flush(Transport *t)
             return;
         }
         t->wstart += (size_t)n;
+    }
+    if (!pending(t) && t->wcap > KEEP_BUFFER) { /* one large result must not pin its size */
+        PyMem_Free(t->wbuf);
+        t->wbuf = NULL;
+        t->wstart = t->wend = t->wcap = 0;
     }
     if (!pending(t) && t->closing) {
         close_now(t, NULL);
