@@ -439,7 +439,10 @@ readable(Transport *t)
             fail(t, "out of memory reading a socket");
             return;
         }
-        PyObject *r = PyObject_CallOneArg(t->data_received, data);
+        /* Held for the call: the protocol may replace itself (set_protocol) meanwhile. */
+        PyObject *callback = Py_NewRef(t->data_received);
+        PyObject *r = PyObject_CallOneArg(callback, data);
+        Py_DECREF(callback);
         Py_DECREF(data);
         if (r == NULL) {
             fail(t, "protocol.data_received() failed");

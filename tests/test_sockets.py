@@ -266,6 +266,41 @@ async def test_paused_reading_delivers_nothing_until_resumed() -> None:
         assert proto.names() == ["made", "data", "eof", "lost"]
 
 
+class Handing(Recorder):
+    """Gives its transport to ``successor`` from inside its first data_received."""
+
+    def __init__(self, successor: Recorder) -> None:
+        super().__init__()
+        self.successor: Recorder | None = successor
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.successor is not None:
+            self.transport.set_protocol(self.successor)
+            self.successor.transport, self.successor = self.transport, None
+
+
+@on_uvloop
+async def test_a_protocol_can_hand_its_transport_to_another(unused_tcp_port: int) -> None:
+    listener = socket.create_server(("127.0.0.1", unused_tcp_port))
+    successor = Recorder()
+    proto = Handing(successor)
+    await sockets.connect("127.0.0.1", unused_tcp_port, proto, tls=False)
+    conn, _ = listener.accept()
+    try:
+        conn.sendall(b"first")
+        await proto.wait_for(5)
+        assert proto.transport.get_protocol() is successor
+        conn.sendall(b"second")
+        await successor.wait_for(6)
+        conn.close()
+        assert await asyncio.wait_for(successor.lost, 5) is None
+        assert (bytes(proto.data), bytes(successor.data)) == (b"first", b"second")
+        assert proto.names() == ["made", "data"]
+    finally:
+        listener.close()
+
+
 @on_uvloop
 async def test_detach_hands_the_socket_over_without_connection_lost() -> None:
     async with accepted() as (proto, peer):
