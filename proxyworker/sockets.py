@@ -34,18 +34,23 @@ class Listener(Protocol):
     def close(self) -> None: ...
 
 
-_reactors: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Reactor] = (
-    weakref.WeakKeyDictionary()
-)
+ACCEPT_RETRY_SECONDS = 1.0
+"""After accept fails for want of resources (EMFILE...), the pause before trying again."""
+
+_current: tuple[weakref.ref[asyncio.AbstractEventLoop], Reactor] | None = None
+"""The reactor of the loop that last asked for one. (Only that: a reactor refers to its loop,
+so a table of them would keep every loop alive. A loop whose reactor was replaced keeps
+serving the transports it has; it gets a new reactor if it asks again.)"""
 
 
 def _reactor(loop: asyncio.AbstractEventLoop) -> Reactor:
     """The running loop's reactor, made and registered with the loop on first use."""
-    reactor = _reactors.get(loop)
-    if reactor is None:
-        reactor = Reactor(loop)
-        loop.add_reader(reactor.fileno(), reactor.poll)
-        _reactors[loop] = reactor
+    global _current
+    if _current is not None and _current[0]() is loop:
+        return _current[1]
+    reactor = Reactor(loop)
+    loop.add_reader(reactor.fileno(), reactor.poll)
+    _current = (weakref.ref(loop), reactor)
     return reactor
 
 
@@ -70,10 +75,12 @@ class _Acceptor:
                 conn, peer = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # e.g. EMFILE: leave it queued, say why
+            except OSError as exc:  # e.g. EMFILE: leave it queued, say why, try again later
                 self.loop.call_exception_handler(
                     {"message": "accept failed", "exception": exc, "socket": self.sock}
                 )
+                self.loop.remove_reader(self.sock.fileno())
+                self.loop.call_later(ACCEPT_RETRY_SECONDS, self._resume)
                 return
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -81,6 +88,10 @@ class _Acceptor:
             protocol = self.factory()
             transport = self.reactor.transport(conn.detach(), protocol, extra)
             protocol.connection_made(transport)
+
+    def _resume(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
 
     def close(self) -> None:
         if self.sock.fileno() >= 0:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import os
+import resource
 import socket
 import ssl
 import struct
@@ -139,6 +141,56 @@ async def test_bytes_cross_both_ways_and_the_peer_is_known() -> None:
         proto.transport.write(b"world")
         proto.transport.write(memoryview(b"--and more--")[2:-2])
         assert await recv_exactly(peer, 13) == b"worldand more"
+
+
+@on_uvloop
+async def test_accept_out_of_descriptors_reports_and_tries_again_later() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    made: list[Recorder] = []
+
+    def factory() -> Recorder:
+        made.append(Recorder())
+        return made[-1]
+
+    server = await sockets.serve(listener, factory)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    spare: list[int] = []
+    peer: socket.socket | None = None
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max_fd() + 20, hard))
+        with contextlib.suppress(OSError):  # every descriptor taken...
+            while True:
+                spare.append(os.dup(0))
+        os.close(spare.pop())  # ...but one, for the peer: none is left to accept with
+        peer = socket.create_connection(listener.getsockname())
+        await asyncio.sleep(0.3)
+        assert [c["message"] for c in reported] == ["accept failed"]  # once, not in a loop
+        assert reported[0]["exception"].errno == errno.EMFILE
+        assert made == []
+    finally:
+        for fd in spare:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        for _ in range(300):  # within ACCEPT_RETRY_SECONDS, and then some
+            if made:
+                break
+            await asyncio.sleep(0.01)
+        assert peer is not None and len(made) == 1
+        assert made[0].transport.get_extra_info("peername") == peer.getsockname()
+    finally:
+        if peer is not None:
+            peer.close()
+        server.close()
+        loop.set_exception_handler(None)
+
+
+def max_fd() -> int:
+    return max(int(name) for name in os.listdir("/proc/self/fd"))
 
 
 @on_uvloop
