@@ -89,18 +89,24 @@ class Recorder(asyncio.Protocol):
 Pair = tuple[Recorder, socket.socket]
 
 
+async def listen(**kwargs: Any) -> tuple[sockets.Listener, socket.socket, list[Recorder]]:
+    """A listening socket served by ``sockets.serve``, and the protocols it made (kwargs
+    for each Recorder), in order."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    made: list[Recorder] = []
+
+    def factory() -> Recorder:
+        made.append(Recorder(**kwargs))
+        return made[-1]
+
+    return await sockets.serve(listener, factory), listener, made
+
+
 @contextlib.asynccontextmanager
 async def accepted(**kwargs: Any) -> AsyncIterator[Pair]:
     """A protocol on a transport the reactor accepted, and the peer's blocking socket."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.setblocking(False)
-    protocols: list[Recorder] = []
-
-    def factory() -> Recorder:
-        protocols.append(Recorder(**kwargs))
-        return protocols[-1]
-
-    server = await sockets.serve(listener, factory)
+    server, listener, protocols = await listen(**kwargs)
     peer = socket.create_connection(listener.getsockname())
     try:
         for _ in range(200):
@@ -148,15 +154,7 @@ async def test_accept_out_of_descriptors_reports_and_tries_again_later() -> None
     loop = asyncio.get_running_loop()
     reported: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _, context: reported.append(context))
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.setblocking(False)
-    made: list[Recorder] = []
-
-    def factory() -> Recorder:
-        made.append(Recorder())
-        return made[-1]
-
-    server = await sockets.serve(listener, factory)
+    server, listener, made = await listen()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     spare: list[int] = []
     peer: socket.socket | None = None
@@ -399,21 +397,13 @@ async def test_start_tls_moves_a_reactor_socket_to_uvloop(
 
 @on_uvloop
 async def test_without_the_extension_everything_runs_on_uvloop(
-    monkeypatch: pytest.MonkeyPatch, unused_tcp_port: int
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(sockets, "Reactor", None)
     monkeypatch.setattr(sockets, "Transport", None)
-    listener = socket.create_server(("127.0.0.1", unused_tcp_port))
-    listener.setblocking(False)
-    made: list[Recorder] = []
-
-    def factory() -> Recorder:
-        made.append(Recorder())
-        return made[-1]
-
-    server = await sockets.serve(listener, factory)
+    server, listener, made = await listen()
     proto = Recorder()
-    await sockets.connect("127.0.0.1", unused_tcp_port, proto, tls=False)
+    await sockets.connect(*listener.getsockname(), proto, tls=False)
     try:
         assert type(proto.transport).__module__.startswith("uvloop")
         proto.transport.write(b"plain uvloop")
