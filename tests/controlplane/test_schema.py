@@ -76,6 +76,7 @@ def test_it_never_answers_500(world: World, keep_connection: None) -> None:
                 @settings(
                     max_examples=12,
                     deadline=None,
+                    derandomize=True,  # the same examples every run: the asserts below never flake
                     database=None,
                     suppress_health_check=list(HealthCheck),
                 )
