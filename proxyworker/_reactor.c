@@ -170,20 +170,29 @@ report(Transport *t, const char *message, PyObject *exc)
     Py_XDECREF(r);
 }
 
-/* Close the socket now and schedule protocol.connection_lost(exc). The transport holds a
- * reference to itself while its fd is open (epoll's pointer to it); this drops it. */
+/* Take the socket out of epoll and out of the transport, which counts as closed from then on;
+ * returns its fd. The caller drops the reference the transport held to itself while it had an
+ * fd (epoll's pointer to it). */
+static int
+forget_fd(Transport *t)
+{
+    int fd = t->fd;
+    if (t->interest)
+        epoll_ctl(t->reactor->epfd, EPOLL_CTL_DEL, fd, NULL);
+    t->fd = -1;
+    t->interest = 0;
+    t->closing = 1;
+    t->reading = 0;
+    return fd;
+}
+
+/* Close the socket now and schedule protocol.connection_lost(exc). */
 static void
 close_now(Transport *t, PyObject *exc)
 {
     if (t->fd < 0)
         return;
-    if (t->interest)
-        epoll_ctl(t->reactor->epfd, EPOLL_CTL_DEL, t->fd, NULL);
-    close(t->fd);
-    t->fd = -1;
-    t->interest = 0;
-    t->closing = 1;
-    t->reading = 0;
+    close(forget_fd(t));
     t->wstart = t->wend = 0;
     if (t->protocol != NULL) {
         PyObject *lost = PyObject_GetAttrString(t->protocol, "connection_lost");
@@ -200,21 +209,30 @@ close_now(Transport *t, PyObject *exc)
     Py_DECREF(t);
 }
 
-/* An error from the socket (or from a protocol callback, with `message`): close at once. */
-static void
-fail(Transport *t, const char *message)
+/* The exception being raised, cleared and normalized with its traceback (new reference;
+ * NULL if none is set). */
+static PyObject *
+take_exception(void)
 {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
     if (tb != NULL && value != NULL)
         PyException_SetTraceback(value, tb);
-    if (message != NULL && value != NULL)
-        report(t, message, value);
-    close_now(t, value);
     Py_XDECREF(type);
-    Py_XDECREF(value);
     Py_XDECREF(tb);
+    return value;
+}
+
+/* An error from the socket (or from a protocol callback, with `message`): close at once. */
+static void
+fail(Transport *t, const char *message)
+{
+    PyObject *exc = take_exception();
+    if (message != NULL && exc != NULL)
+        report(t, message, exc);
+    close_now(t, exc);
+    Py_XDECREF(exc);
 }
 
 static void
@@ -236,13 +254,9 @@ call_hook(Transport *t, const char *name)
         Py_DECREF(r);
         return;
     }
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    report(t, name, value ? value : Py_None);
-    Py_XDECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(tb);
+    PyObject *exc = take_exception();
+    report(t, name, exc ? exc : Py_None);
+    Py_XDECREF(exc);
 }
 
 static void
@@ -392,6 +406,19 @@ Transport_writelines(Transport *t, PyObject *lines)
     Py_RETURN_NONE;
 }
 
+/* Stop reading and close once the buffer is sent (at once if it is empty). */
+static int
+begin_close(Transport *t)
+{
+    t->closing = 1;
+    t->reading = 0;
+    if (!pending(t)) {
+        close_now(t, NULL);
+        return 0;
+    }
+    return update_interest(t, wanted(t));
+}
+
 /* --- reading ------------------------------------------------------------------------- */
 
 static void
@@ -410,10 +437,7 @@ eof(Transport *t)
             fail(t, NULL);
         return;
     }
-    t->closing = 1;
-    if (!pending(t))
-        close_now(t, NULL);
-    else if (update_interest(t, wanted(t)) < 0)
+    if (begin_close(t) < 0)
         fail(t, NULL);
 }
 
@@ -517,14 +541,8 @@ Transport_close(Transport *t, PyObject *Py_UNUSED(ignored))
 {
     if (t->fd < 0 || t->closing)
         Py_RETURN_NONE;
-    t->closing = 1;
-    t->reading = 0;
-    if (!pending(t)) {
-        close_now(t, NULL);
-    }
-    else if (update_interest(t, wanted(t)) < 0) {
+    if (begin_close(t) < 0)
         return NULL;
-    }
     Py_RETURN_NONE;
 }
 
@@ -548,13 +566,7 @@ Transport_detach(Transport *t, PyObject *Py_UNUSED(ignored))
         PyErr_SetString(PyExc_RuntimeError, "cannot detach with data still to send");
         return NULL;
     }
-    int fd = t->fd;
-    if (t->interest)
-        epoll_ctl(t->reactor->epfd, EPOLL_CTL_DEL, fd, NULL);
-    t->fd = -1;
-    t->interest = 0;
-    t->closing = 1;
-    t->reading = 0;
+    int fd = forget_fd(t);
     Py_DECREF(t);
     return PyLong_FromLong(fd);
 }

@@ -48,6 +48,9 @@ SOURCES = (
 C_SOURCES = ("_reactor.c",)
 """Extensions written in C (``setup.py`` builds them beside the compiled modules)."""
 
+BUILT = SOURCES + C_SOURCES
+"""Every source ``make build`` turns into an extension: what the manifest and ``check`` cover."""
+
 MANIFEST = "compiled.json"
 """Written by ``setup.py`` next to this file: the SHA-256 of each source it compiled."""
 
@@ -73,14 +76,14 @@ def _extension(source: Path) -> Path | None:
 
 def write_manifest(package: Path = PACKAGE) -> None:
     """Record the sources just compiled (``setup.py``, after a build)."""
-    digests = {source: _digest(package / source) for source in SOURCES + C_SOURCES}
+    digests = {source: _digest(package / source) for source in BUILT}
     (package / MANIFEST).write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
 
 
 def check(package: Path = PACKAGE) -> bool:
-    """True when the modules in ``SOURCES`` run compiled, False when they run interpreted;
-    raises ``StaleBuild`` when a compiled module's source changed since it was built."""
-    built = [source for source in SOURCES + C_SOURCES if _extension(package / source) is not None]
+    """True when the modules in ``SOURCES`` run compiled (and ``C_SOURCES`` are built), False
+    when they run interpreted; raises ``StaleBuild`` when a source changed since it was built."""
+    built = [source for source in BUILT if _extension(package / source) is not None]
     if not built:
         return False
     try:
@@ -88,7 +91,7 @@ def check(package: Path = PACKAGE) -> bool:
     except (OSError, ValueError):
         digests = {}
     stale = [source for source in built if digests.get(source) != _digest(package / source)]
-    missing = [source for source in SOURCES + C_SOURCES if source not in built]
+    missing = [source for source in BUILT if source not in built]
     if stale or missing:
         changed = ", ".join(f"proxyworker/{source}" for source in stale + missing)
         raise StaleBuild(

@@ -13,10 +13,17 @@ import pytest
 
 import proxyworker
 from proxyworker import compiled
-from proxyworker.compiled import C_SOURCES, MANIFEST, SOURCES, StaleBuild, check, write_manifest
+from proxyworker.compiled import (
+    BUILT,
+    C_SOURCES,
+    MANIFEST,
+    SOURCES,
+    StaleBuild,
+    check,
+    write_manifest,
+)
 
 SUFFIX = EXTENSION_SUFFIXES[0]
-BUILT = SOURCES + C_SOURCES
 
 
 def package(tmp_path: Path) -> Path:
