@@ -45,7 +45,7 @@ SOURCES = (
 )
 """Compiled modules, relative to the package."""
 
-C_SOURCES = ("_reactor.c",)
+C_SOURCES = ("_reactor.c", "_scan.c")
 """Extensions written in C (``setup.py`` builds them beside the compiled modules)."""
 
 BUILT = SOURCES + C_SOURCES

@@ -102,11 +102,22 @@ class Verdict:
     switches: bool = field(init=False, default=False)
     """Could a statement be SET/RESET/SHOW of the worker's own ``sqlproxy.*`` switches?
     Computed once per verdict, so a remembered one answers without looking again."""
+    plain_query: bool = field(init=False, default=False)
+    """Does it let a Query through as it is, with nothing to do: allowed, nothing to check
+    or alert, none of the worker's switches, a write only when proven bounded (static)?
+    (``Guarded._remembered_plain``; computed once, as ``switches``.)"""
+    plain_parse: bool = field(init=False, default=False)
+    """The same for a Parse, whose writes are always checked."""
 
     def __post_init__(self) -> None:
         self.switches = any(
             i.kind is StatementKind.SET or i.command == "SHOW" for i in self.statements
         )
+        decision = self.decision
+        if isinstance(decision, Allow) and not decision.alerts:
+            plain = not self.switches and self.check_sql is None
+            self.plain_parse = plain and not decision.verify
+            self.plain_query = plain and (not decision.verify or self.path == "static")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,12 @@ raises ``MalformedMessage``; the caller answers 08P01 and closes.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from mypy_extensions import i64
 
+from proxyworker import scan
 from proxyworker.protocol.messages import MalformedMessage
 
 CONTINUATION: Final = -1
@@ -28,17 +30,28 @@ _EMPTY: Final = memoryview(b"")
 
 
 class Framer:
-    __slots__ = ("_buf", "_max", "_min_passthrough", "_passthrough", "_skip", "aligned")
+    __slots__ = (
+        "_buf",
+        "_frames",
+        "_max",
+        "_min_passthrough",
+        "_passthrough",
+        "_skip",
+        "aligned",
+    )
 
     def __init__(
         self,
         max_size: int,
         passthrough: frozenset[int] = frozenset(),
         passthrough_min: int = 65536,
+        whole: bytes = bytes(256),
     ) -> None:
         self._buf = b""
         self._skip = 0
         self._max = max_size
+        self._frames: Callable[[bytes], bytes | None] = scan.Frames(max_size, whole)
+        """``frames``' scan: ``whole`` is the kinds it accepts (``accepting``)."""
         self._passthrough = passthrough
         self._min_passthrough = passthrough_min
         self.aligned = True
@@ -53,33 +66,17 @@ class Framer:
         """Bytes of an incomplete message held back."""
         return len(self._buf)
 
-    def whole(self, data: bytes) -> int:
-        """How many messages ``data`` is made of, when it is made of whole messages and nothing
-        is held back; otherwise 0, and nothing changes (``feed`` then does the work, and
-        reports what is malformed). Builds nothing, not even a list of where the messages
-        start: a chunk it accepts is walked again with ``following``, which is cheaper for the
-        few messages of a chunk relayed as it came than keeping their offsets as objects."""
+    def frames(self, data: bytes) -> bytes | None:
+        """When ``data`` is made of whole messages of the kinds the framer was made to take
+        (``whole``) and nothing is held back: two bytes per message, its kind and the first
+        byte of its body (``scan.Frames``, one call for the chunk). Otherwise None, and
+        nothing changes (``feed`` then does the work, and reports what is malformed)."""
         if len(self._buf) or self._skip:
-            return 0
-        count = 0
-        # (Native 64-bit ints when compiled: no tagging or overflow checks in this loop.)
-        limit: i64 = self._max
-        pos: i64 = 0
-        n: i64 = len(data)
-        while pos < n:
-            if n - pos < 5:
-                return 0
-            # (Read unsigned: a length over 2**31 is over the limit, as it is negative signed.)
-            length: i64 = i64(data[pos + 1]) << 24 | i64(data[pos + 2]) << 16
-            length |= i64(data[pos + 3]) << 8 | i64(data[pos + 4])
-            if length < 4 or length > limit:
-                return 0
-            count += 1
-            pos += 1 + length
-        if pos != n:
-            return 0
-        self.aligned = True
-        return count
+            return None
+        found = self._frames(data)
+        if found is not None:
+            self.aligned = True
+        return found
 
     def feed(self, data: bytes) -> list[tuple[int, memoryview]]:
         out: list[tuple[int, memoryview]] = []
@@ -122,11 +119,18 @@ class Framer:
 
 
 def following(data: bytes, start: i64) -> i64:
-    """Where the message after the one at ``start`` starts, in a chunk ``Framer.whole``
-    accepted (its lengths are known to be sound). Reads the length as ``whole`` does, inline
-    in both: a shared helper is a call per message on the relay's path (+1 % instructions)."""
+    """Where the message after the one at ``start`` starts, in a chunk ``Framer.frames``
+    accepted (its lengths are known to be sound)."""
     length: i64 = i64(data[start + 1]) << 24 | i64(data[start + 2]) << 16
     return start + 1 + (length | i64(data[start + 3]) << 8 | i64(data[start + 4]))
+
+
+def accepting(kinds: Iterable[int], longer: Mapping[int, int] | None = None) -> bytes:
+    """What a ``Framer`` takes ``whole`` (``scan.Frames``' table): ``kinds`` accepted, each
+    message at least its 5-byte header long, or as long as ``longer`` says for its kind."""
+    longer = longer or {}
+    accepted = set(kinds)
+    return bytes(longer.get(kind, 5) if kind in accepted else 0 for kind in range(256))
 
 
 def body(msg: memoryview) -> memoryview:

@@ -21,7 +21,7 @@ from typing import Final
 from mypy_extensions import i64
 
 from proxyworker.protocol import messages as m
-from proxyworker.protocol.framing import following
+from proxyworker.protocol.framing import accepting
 from proxyworker.reuse import put
 
 
@@ -66,24 +66,48 @@ def _flags(kinds: frozenset[int]) -> bytes:
 
 _TERMINAL_FLAGS: Final = {request: _flags(kinds) for request, kinds in _TERMINAL.items()}
 # Server messages that are nothing but answers (no error, notice, notification, setting or
-# COPY): what ``route_forwarded`` takes.
-_ANSWERS: Final = _flags(
-    frozenset(
-        {
-            m.ROW_DESCRIPTION,
-            m.DATA_ROW,
-            m.COMMAND_COMPLETE,
-            m.READY_FOR_QUERY,
-            m.PARSE_COMPLETE,
-            m.BIND_COMPLETE,
-            m.CLOSE_COMPLETE,
-            m.NO_DATA,
-            m.PARAMETER_DESCRIPTION,
-            m.PORTAL_SUSPENDED,
-            m.EMPTY_QUERY,
-        }
-    )
+# COPY), as ``Framer.frames`` takes them for ``route_forwarded``: a ReadyForQuery with its
+# status byte.
+ANSWERS: Final = accepting(
+    (
+        m.ROW_DESCRIPTION,
+        m.DATA_ROW,
+        m.COMMAND_COMPLETE,
+        m.READY_FOR_QUERY,
+        m.PARSE_COMPLETE,
+        m.BIND_COMPLETE,
+        m.CLOSE_COMPLETE,
+        m.NO_DATA,
+        m.PARAMETER_DESCRIPTION,
+        m.PORTAL_SUSPENDED,
+        m.EMPTY_QUERY,
+    ),
+    {m.READY_FOR_QUERY: 6},
 )
+# Client messages a chunk forwarded as is may hold (no COPY, FunctionCall or Terminate), as
+# ``Framer.frames`` takes them for ``expect_frames``: a Parse or Describe long enough to read
+# its first bytes (a shorter one is answered message by message).
+PLAIN: Final = accepting(
+    (m.QUERY, m.SYNC, m.PARSE, m.BIND, m.DESCRIBE, m.EXECUTE, m.CLOSE, m.FLUSH),
+    {m.PARSE: 7, m.DESCRIBE: 7},
+)
+# The request each of them is, by kind (a Describe is of a statement until its body says it is
+# of a portal; Flush, answered by nothing, is none: 0).
+_PLAIN_REQUESTS: Final = bytes(
+    {
+        m.QUERY: Request.QUERY,
+        m.SYNC: Request.SYNC,
+        m.PARSE: Request.PARSE,
+        m.BIND: Request.BIND,
+        m.DESCRIBE: Request.DESCRIBE_STATEMENT,
+        m.EXECUTE: Request.EXECUTE,
+        m.CLOSE: Request.CLOSE,
+    }.get(kind, 0)
+    for kind in range(256)
+)
+_PORTAL: Final = ord("P")
+_DESCRIBE_STATEMENT: Final = Request.DESCRIBE_STATEMENT.value
+_DESCRIBE_PORTAL: Final = Request.DESCRIBE_PORTAL.value
 _COMPACT_AT: Final = 64
 """Answered expectations kept at the front of the queue before it is compacted."""
 
@@ -178,14 +202,25 @@ class ResponseTracker:
             self._skipping = False
         self._queue.append(expectation)
 
-    def expect_forwarded(self, number: int) -> None:
-        """``expect`` for a request forwarded as is, given as its number."""
-        expectation = FORWARDED[number]
-        assert expectation is not None
-        if self._skipping:
-            self.expect(expectation.request)
-        else:
-            self._queue.append(expectation)
+    def expect_frames(self, frames: bytes) -> None:
+        """``expect`` for each request of a chunk forwarded as is (``Framer.frames`` with
+        ``PLAIN``), in one call."""
+        queue = self._queue
+        i: i64 = 0
+        n: i64 = len(frames)
+        while i < n:
+            number = _PLAIN_REQUESTS[frames[i]]
+            if number == _DESCRIBE_STATEMENT and frames[i + 1] == _PORTAL:
+                number = _DESCRIBE_PORTAL
+            i += 2
+            if not number:
+                continue  # (Flush)
+            expectation = FORWARDED[number]
+            assert expectation is not None
+            if self._skipping:
+                self.expect(expectation.request)
+            else:
+                queue.append(expectation)
 
     def units_in_flight(self) -> int:
         """Requests ending with ReadyForQuery that have not been answered yet."""
@@ -208,13 +243,13 @@ class ResponseTracker:
             return head, True
         return head, False
 
-    def route_forwarded(self, data: bytes) -> int:
-        """``route`` for a chunk of whole messages (``Framer.whole``) when every one is only
-        an answer (no error, asynchronous or COPY message) to a request forwarded as
-        is: how many noted requests they end, each in ``ended`` (its status in
-        ``statuses``). The others they end are only forgotten: nothing is made per request,
-        the expectations being shared and a status byte a cached one-byte ``bytes``. -1,
-        with nothing routed, for any other chunk: route it message by message."""
+    def route_forwarded(self, frames: bytes) -> int:
+        """``route`` for a chunk of whole messages that are only answers (``Framer.frames``
+        with ``ANSWERS``) to requests forwarded as is: how many noted requests they end,
+        each in ``ended`` (its status in ``statuses``). The others they end are only
+        forgotten: nothing is made per request, the expectations being shared and a status
+        byte a cached one-byte ``bytes``. -1, with nothing routed, when one answers no
+        request or one not forwarded as is: route the chunk message by message."""
         queue = self._queue
         end = len(queue)
         head = self._head
@@ -222,24 +257,24 @@ class ResponseTracker:
         ended = self.ended
         statuses = self.statuses
         noted = 0
-        start: i64 = 0
-        n: i64 = len(data)
-        while start < n:
-            kind = data[start]
-            if at == end or not _ANSWERS[kind]:
+        i: i64 = 0
+        n: i64 = len(frames)
+        while i < n:
+            if at == end:
                 return -1
             expectation = queue[at]
             terminal = expectation.forwarded_terminal
             if terminal is None:
                 return -1
+            kind = frames[i]
             if terminal[kind]:
                 at += 1
                 if expectation.noted:
                     put(ended, noted, expectation)
                     ready = kind == m.READY_FOR_QUERY
-                    put(statuses, noted, data[start + 5 : start + 6] if ready else None)
+                    put(statuses, noted, frames[i + 1 : i + 2] if ready else None)
                     noted += 1
-            start = following(data, start)
+            i += 2
         if at > head:
             self._pop(at - head)
         return noted

@@ -21,7 +21,7 @@ from typing import Final, Literal
 
 from mypy_extensions import i64
 
-from proxyworker import clocks, metrics
+from proxyworker import clocks, metrics, scan
 from proxyworker.config.events import AuditEvent
 from proxyworker.guard.checks import raise_sql
 from proxyworker.guard.gate import (
@@ -56,15 +56,13 @@ _UNSAMPLED: Final = "\x00unsampled"  # marks a kept event that is not emitted if
 _MEASURED: Final = re.compile(r"([^,]+)=(-?\d+)")
 # Cheap test for the worker's own settings in a session without a policy.
 _MENTIONS_PROXY: Final = re.compile(rb"(?i)sqlproxy")
-_X: Final = ord("x")
-_X_UPPER: Final = ord("X")
+contains_any: Final = scan.contains_any
 
 
 def mentions_proxy(data: bytes) -> bool:
     """``_MENTIONS_PROXY`` for a whole chunk, on the plain path: most statements have no x at
-    all, and two byte searches answer for them. (A byte is looked for as an int: ``bytes in
-    bytes`` first tries its operand as an int and formats the TypeError.)"""
-    return (_X in data or _X_UPPER in data) and _MENTIONS_PROXY.search(data) is not None
+    all, and one call searching for either case answers for them."""
+    return contains_any(data, b"xX") and _MENTIONS_PROXY.search(data) is not None
 
 
 _MAY_WRITE: Final = Statement(None, writes=True)
@@ -437,9 +435,8 @@ class Guarded(Pooling):
             gate.catalog = self.pool.catalog.snapshot()
         if not self._readable:
             return False
-        verdicts = self._plain_verdicts  # (scratch lists: reuse.put)
-        names = self._plain_names
-        found = parses = 0
+        names = self._plain_names  # (a scratch list: reuse.put)
+        statics = reads = parses = 0
         end: i64 = 0
         n: i64 = len(data)
         while end < n:
@@ -464,22 +461,19 @@ class Guarded(Pooling):
                 put(names, parses, statement.name)
                 parses += 1
             verdict = gate.remembered(raw)
-            if (
-                verdict is None
-                or verdict.switches
-                or verdict.check_sql is not None
-                or type(verdict.decision) is not Allow
-                or verdict.decision.alerts
-                # (A write proven bounded is let through unchecked; only a Query's keeps no
-                # event: _unrefusable.)
-                or (verdict.decision.verify and (kind == m.PARSE or verdict.path != "static"))
+            if verdict is None or not (
+                verdict.plain_query if kind == m.QUERY else verdict.plain_parse
             ):
                 return False
-            put(verdicts, found, verdict)
-            found += 1
-        for i in range(found):
             # (Remembered verdicts are read or static ones: gate._reusable.)
-            (_STATIC_PATH if verdicts[i].path == "static" else _READ_PATH).inc()
+            if verdict.path == "static":
+                statics += 1
+            else:
+                reads += 1
+        if statics:
+            _STATIC_PATH.inc(statics)
+        if reads:
+            _READ_PATH.inc(reads)
         for i in range(parses):  # (as _gate_extended does for a Parse it lets through)
             name = names[i]
             self._checked_statements.discard(name)

@@ -52,18 +52,7 @@ _EXTENDED: Final = {
     m.EXECUTE: Request.EXECUTE,
     m.CLOSE: Request.CLOSE,
 }
-
-
-# Client messages the plain path forwards (no COPY, FunctionCall or Terminate), by kind: the
-# number of the request each one is (a Describe is of a statement until its body says it is of
-# a portal; Flush, answered by nothing, is none: 0xFF); 0 for any other message.
-_NOT_PLAIN: Final = 0
-_PLAIN_REQUESTS: Final = bytes(
-    {m.QUERY: Request.QUERY, m.SYNC: Request.SYNC, **_EXTENDED, m.FLUSH: 0xFF}.get(kind, _NOT_PLAIN)
-    for kind in range(256)
-)
 _PORTAL: Final = ord("P")
-_DESCRIBE_PORTAL: Final = Request.DESCRIBE_PORTAL.value
 
 
 class Requests(Responses):
@@ -139,29 +128,23 @@ class Requests(Responses):
             )
         ):
             return False
-        if not self.framer.whole(data):
+        frames = self.framer.frames(data)
+        if frames is None:
             return False
         statements = self._statements
         units = binds = 0
         kind = 0
-        start: i64 = 0
-        n: i64 = len(data)
-        while start < n:
-            kind = data[start]
-            after = following(data, start)
-            number = _PLAIN_REQUESTS[kind]
-            if number == _NOT_PLAIN:
-                return False
+        i: i64 = 0
+        count: i64 = len(frames)
+        while i < count:
+            kind = frames[i]
             if kind == m.QUERY or kind == m.SYNC:
                 units += 1
             elif kind == m.BIND:
                 binds += 1
-            elif kind == m.DESCRIBE or kind == m.PARSE:
-                if after - start < 7:
-                    return False  # too short to read (the message-by-message path answers it)
-                if kind == m.PARSE and statements is not None and data[start + 5]:
-                    return False  # transaction mode: a named statement to rename
-            start = after
+            elif kind == m.PARSE and statements is not None and frames[i + 1]:
+                return False  # transaction mode: a named statement to rename
+            i += 2
         last = kind
         if statements is not None and statements:
             return False  # transaction mode: the client's named statements to rename
@@ -179,7 +162,8 @@ class Requests(Responses):
         if resets:
             text = data.lower()
             if text.find(b"discard") >= 0 or text.find(b"deallocate") >= 0:
-                start = 0
+                start: i64 = 0
+                n: i64 = len(data)
                 while start < n:
                     if data[start] == m.QUERY:
                         self._note_statement_reset(memoryview(data)[start:], server)
@@ -187,23 +171,15 @@ class Requests(Responses):
         if self._carry_settings:
             self._carry_settings = False
             self._apply_settings(server)
-        tracker = self.tracker
-        started = self._started
-        pending = None if gate is None else self._audit_pending
-        now = clocks.perf_counter() if units else 0.0
-        start = 0
-        while start < n:
-            kind = data[start]
-            if kind == m.QUERY or kind == m.SYNC:
+        self.tracker.expect_frames(frames)
+        if units:
+            now = clocks.perf_counter()
+            started = self._started
+            pending = None if gate is None else self._audit_pending
+            for _ in range(units):
                 started.append(now)
                 if pending is not None:
                     pending.append(None)  # (nothing to audit)
-            if kind == m.DESCRIBE and data[start + 5] == _PORTAL:
-                tracker.expect_forwarded(_DESCRIBE_PORTAL)
-            elif kind != m.FLUSH:  # (answered by nothing)
-                tracker.expect_forwarded(_PLAIN_REQUESTS[kind])
-            start = following(data, start)
-        if units:
             assert self._labels is not None
             self._labels.queries.inc(units)
             if gate is not None and self._parsed_now:

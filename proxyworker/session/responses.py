@@ -20,7 +20,7 @@ from proxyworker.guard.rewrite import DRY_RUN_SQLSTATE, QueryPlan, dry_notice
 from proxyworker.policy.budget import rows_of_tag
 from proxyworker.policy.decision import DENIED
 from proxyworker.protocol import messages as m
-from proxyworker.protocol.framing import CONTINUATION, following
+from proxyworker.protocol.framing import CONTINUATION
 from proxyworker.protocol.tracker import Action, Expectation, ProtocolDesync, Request
 from proxyworker.session.guarded import Guarded
 from proxyworker.session.state import STATUS_IDLE, carried_settings
@@ -107,15 +107,10 @@ class Responses(Guarded):
     """The relay from the server to the client."""
 
     def server_data(self, conn: ServerConnection, data: bytes) -> None:
-        if (
-            not self._tokens
-            and self._held is None
-            and not self._poisoned
-            and not self.modes.active
-            and conn.framer.whole(data)
-            and self._relayed_as_is(conn, data)
-        ):
-            return
+        if not self._tokens and self._held is None and not self._poisoned and not self.modes.active:
+            frames = conn.framer.frames(data)
+            if frames is not None and self._relayed_as_is(conn, data, frames):
+                return
         try:
             msgs = conn.framer.feed(data)
         except m.MalformedMessage as malformed:  # (a name of its own: docs/compiled.md)
@@ -237,22 +232,22 @@ class Responses(Guarded):
         if not self._started:
             self._request_cycle_done(conn)
 
-    def _relayed_as_is(self, conn: ServerConnection, data: bytes) -> bool:
+    def _relayed_as_is(self, conn: ServerConnection, data: bytes, frames: bytes) -> bool:
         """The common chunk, at the cost of reading its lengths: whole messages that
-        are only answers (no error, notice, notification, parameter or COPY message) to
-        requests forwarded as is, and no command tag wanted by the audit. It goes to the
-        client as it came, with the same bookkeeping as in ``server_data``. False, with
-        nothing done, for any other chunk."""
+        are only answers (no error, notice, notification, parameter or COPY message:
+        ``frames`` of ``ANSWERS``) to requests forwarded as is, and no command tag wanted by
+        the audit. It goes to the client as it came, with the same bookkeeping as in
+        ``server_data``. False, with nothing done, for any other chunk."""
         pending = self._audit_pending
         if pending and self._tags_wanted():
-            start: i64 = 0
-            n: i64 = len(data)
-            while start < n:
-                if data[start] == m.COMMAND_COMPLETE:
+            i: i64 = 0
+            n: i64 = len(frames)
+            while i < n:
+                if frames[i] == m.COMMAND_COMPLETE:
                     return False
-                start = following(data, start)
+                i += 2
         tracker = self.tracker
-        noted = tracker.route_forwarded(data)
+        noted = tracker.route_forwarded(frames)
         if noted < 0:
             return False
         self._carry = False

@@ -21,7 +21,7 @@ from proxyworker.guard.rewrite import Modes, Statement, forced_dry_run
 from proxyworker.prepared import PreparedStatements
 from proxyworker.protocol import messages as m
 from proxyworker.protocol.framing import CONTINUATION, Framer
-from proxyworker.protocol.tracker import Action, Request, ResponseTracker
+from proxyworker.protocol.tracker import PLAIN, Action, Request, ResponseTracker
 from proxyworker.reuse import Fifo
 from proxyworker.upstream.connection import ServerConnection
 
@@ -134,7 +134,9 @@ class SessionState(asyncio.Protocol):
         self._raw = b""
         self._wakeup: asyncio.Future[None] | None = None
         # relay state
-        self.framer = Framer(worker.config.listen.max_message_size, frozenset({m.COPY_DATA}))
+        self.framer = Framer(
+            worker.config.listen.max_message_size, frozenset({m.COPY_DATA}), whole=PLAIN
+        )
         self._started: Fifo[float] = Fifo()  # when each request in flight was sent
         self._unsynced = False
         self._backlog: list[tuple[int, memoryview]] = []
@@ -190,8 +192,7 @@ class SessionState(asyncio.Protocol):
         # The last Parse body and what parse_parse made of it, with its text's UTF-8 bytes.
         self._parse_body: bytes | None = None  # (None: no body equals it, not even b"")
         self._parse_memo: tuple[m.ParseMessage, bytes] = (m.ParseMessage("", "", b""), b"")
-        self._plain_verdicts: list[Verdict] = []  # (Guarded._remembered_plain's scratch)
-        self._plain_names: list[str] = []
+        self._plain_names: list[str] = []  # (Guarded._remembered_plain's scratch)
         self._startup_path: tuple[str, ...] = ()
         self._carry_settings = False  # transaction mode: a server was just linked
         self._tokens = worker.policy.honeytoken_values

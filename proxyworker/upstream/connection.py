@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final, cast
 from proxyworker import clocks, sockets
 from proxyworker.config.schema import Upstream
 from proxyworker.protocol import messages as m
+from proxyworker.protocol import tracker
 from proxyworker.protocol.framing import Framer
 from proxyworker.protocol.scram import MECHANISM, ScramClient, ScramError, md5_password
 
@@ -50,7 +51,9 @@ class ServerConnection(asyncio.Protocol):
         self.target = target
         self.key = key
         self.transport: asyncio.Transport | None = None
-        self.framer = Framer(SERVER_MAX_MESSAGE, frozenset({m.DATA_ROW, m.COPY_DATA}))
+        self.framer = Framer(
+            SERVER_MAX_MESSAGE, frozenset({m.DATA_ROW, m.COPY_DATA}), whole=tracker.ANSWERS
+        )
         self.params: dict[str, str] = {}
         self.carried = 0
         """``params`` as ``carried_settings`` numbers them, kept by the session that uses it;

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from pglast.parser import scan
 
 from proxyworker.analysis import analyze
-from proxyworker.analysis.shapes import _ZEROS, ShapeCache, fixed_digits, literal_invariant
+from proxyworker.analysis.shapes import ShapeCache, fixed_runs, literal_invariant
+from proxyworker.scan import shape_hash
 
 
 def _found(stored: str, other: str) -> bool:
@@ -94,10 +95,20 @@ def test_a_text_of_another_length_is_never_taken_for_the_stored_one() -> None:
     cache: ShapeCache[str] = ShapeCache(16)
     cache.put(b"SELECT * FROM t WHERE id = 123", "v", shaped=True)
     assert cache.get(b"SELECT * FROM t WHERE id = 4") == ("v", False)
-    # Found again by its own length's key, still as another text; the stored one still is.
+    # Found again, still as another text; the stored one still is.
     assert cache.get(b"SELECT * FROM t WHERE id = 4") == ("v", False)
     assert cache.get(b"SELECT * FROM t WHERE id = 5") == ("v", False)
     assert cache.get(b"SELECT * FROM t WHERE id = 123") == ("v", True)
+
+
+def test_a_text_of_another_shape_under_the_same_key_is_not_found() -> None:
+    """The key is a hash: what it finds is compared with the text before it is used."""
+    cache: ShapeCache[str] = ShapeCache(16)
+    cache.put(b"SELECT a FROM t WHERE id = 1", "v", shaped=True)
+    entry = cache._entries[shape_hash(b"SELECT a FROM t WHERE id = 1")]
+    cache.clear()  # (and the entry the text's length last found)
+    cache._entries[shape_hash(b"SELECT b FROM t WHERE id = 1")] = entry  # (a collision)
+    assert cache.get(b"SELECT b FROM t WHERE id = 2") is None
 
 
 def test_exact_texts_are_not_found_by_runs() -> None:
@@ -110,9 +121,10 @@ def test_exact_texts_are_not_found_by_runs() -> None:
 
 def test_it_refuses_to_locate_literals_it_cannot_read() -> None:
     for text in (b"SELECT 1 -- x", b"SELECT $$x$$", b"SELECT E'x'", b"SELECT N'x'", b"a\x00b"):
-        assert fixed_digits(text) is None
-    assert fixed_digits(b"SELECT 1") == 0
-    assert fixed_digits(b"SELECT t1") == 0xFF
+        assert fixed_runs(text) is None
+    assert fixed_runs(b"SELECT 1") == b""  # no run outside a literal
+    assert fixed_runs(b"SELECT t1") == b"\xff"
+    assert fixed_runs(b"SELECT t12, 3, '4', x5") == b"\xff\x00\x00\xff"
 
 
 def test_only_lone_queries_and_dml_stand_for_their_shape() -> None:
@@ -171,17 +183,16 @@ def _with_runs(stored: str, runs: list[str]) -> str:
     st.lists(_PIECES, max_size=14),
     st.lists(st.sampled_from(["0", "1", "7", "42", "365", "100000"]), max_size=8),
 )
-def test_a_text_found_by_its_runs_keeps_the_digits_its_literals_leave(
+def test_a_text_found_reads_its_runs_as_the_stored_one_does(
     pieces: list[str], runs: list[str]
 ) -> None:
-    """Found by the second key, a text is stored under its first with the mask derived from
-    the stored text's runs: the one ``fixed_digits`` finds reading its literals."""
+    """A text found for another has its runs of digits inside and outside literals where the
+    stored text has them: what ``fixed_runs`` finds reading its own literals."""
     stored, other = "".join(pieces).encode(), _with_runs("".join(pieces), runs).encode()
     cache: ShapeCache[str] = ShapeCache(16)
     cache.put(stored, "stored", shaped=True)
-    if stored.translate(_ZEROS) == other.translate(_ZEROS) or cache.get(other) is None:
-        return  # (found by the first key, or not at all)
-    assert cache._entries[other.translate(_ZEROS)].fixed == fixed_digits(other)
+    if cache.get(other) is not None:
+        assert fixed_runs(other) == fixed_runs(stored)
 
 
 _SESSION_TEXTS = [
@@ -206,14 +217,14 @@ _SESSION_TEXTS = [
 def test_what_get_keeps_of_the_last_lookup_never_changes_an_answer(
     operations: list[tuple[bytes, str]],
 ) -> None:
-    """``get`` keeps the last key and text it found, to skip the dict next time. A cache
-    whose memory of them is wiped before every lookup answers alike throughout (a small
-    maxsize: clearing when full is covered too)."""
+    """``get`` keeps the last entry it found for each length, to skip the dict next time. A
+    cache whose memory of them is wiped before every lookup answers alike throughout (a
+    small maxsize: clearing when full is covered too)."""
     kept: ShapeCache[bytes] = ShapeCache(3)
     wiped: ShapeCache[bytes] = ShapeCache(3)
     for text, operation in operations:
         if operation == "get":
-            wiped._last_entry = wiped._last_raw = None
+            wiped._recent = [None] * len(wiped._recent)
             assert kept.get(text) == wiped.get(text), text
         else:
             for cache in (kept, wiped):

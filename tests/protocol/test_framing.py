@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxyworker.protocol import messages as m
-from proxyworker.protocol.framing import CONTINUATION, Framer, following
+from proxyworker.protocol.framing import CONTINUATION, Framer, accepting, following
 
 
 def msg(kind: bytes, body: bytes) -> bytes:
@@ -69,9 +69,12 @@ def test_it_rejects_impossible_lengths(length: int) -> None:
         framer.feed(b"Q" + struct.pack("!i", length) + b"...")
 
 
-def test_whole_counts_the_messages_of_a_chunk_and_following_walks_them() -> None:
-    framer = Framer(1 << 20)
-    assert framer.whole(STREAM) == 4
+ANY = accepting(range(256))
+
+
+def test_frames_gives_each_message_its_kind_and_first_byte_and_following_walks_them() -> None:
+    framer = Framer(1 << 20, whole=ANY)
+    assert framer.frames(STREAM) == b"T\x00D\x00C" + b"SZI"
     starts = starts_of(STREAM)
     assert [STREAM[s] for s in starts] == list(b"TDCZ")
     assert following(STREAM, starts[-1]) == len(STREAM)
@@ -80,41 +83,55 @@ def test_whole_counts_the_messages_of_a_chunk_and_following_walks_them() -> None
         STREAM[a:b] for a, b in zip(starts, [*starts[1:], len(STREAM)], strict=True)
     ]
     assert framer.aligned and framer.pending == 0
+    assert framer.frames(msg(b"Z", b"")) == b"Z\x00"  # an empty body: 0
+    assert framer.frames(b"") == b""
+
+
+def test_frames_takes_only_the_kinds_and_lengths_its_table_accepts() -> None:
+    framer = Framer(1 << 20, whole=accepting(b"TDC", {ord("C"): 10}))
+    assert framer.frames(STREAM) is None  # a Z among them
+    assert framer.frames(STREAM[: STREAM.index(b"Z")]) == b"T\x00D\x00CS"
+    assert framer.frames(msg(b"C", b"BEGIN")) == b"CB"  # 10 bytes: enough
+    assert framer.frames(msg(b"C", b"BEG\x00")) is None  # 9 bytes: not
+    assert Framer(1 << 20).frames(STREAM) is None  # (by default it takes nothing)
 
 
 def starts_of(chunk: bytes) -> list[int]:
-    """Where the messages of a chunk ``whole`` accepts start, walked with ``following``."""
+    """Where the messages of a chunk ``frames`` accepts start, walked with ``following``."""
+    found = Framer(1 << 20, whole=ANY).frames(chunk)
+    assert found is not None
     starts = [0]
-    for _ in range(Framer(1 << 20).whole(chunk) - 1):
+    for _ in range(len(found) // 2 - 1):
         starts.append(following(chunk, starts[-1]))
     return starts
 
 
 @settings(max_examples=200)
 @given(st.integers(min_value=1, max_value=len(STREAM) - 1))
-def test_whole_leaves_any_other_chunk_to_feed(cut: int) -> None:
-    framer = Framer(1 << 20)
+def test_frames_leaves_any_other_chunk_to_feed(cut: int) -> None:
+    framer = Framer(1 << 20, whole=ANY)
     boundaries = set(starts_of(STREAM))
-    head = framer.whole(STREAM[:cut])
+    head = framer.frames(STREAM[:cut])
     if cut in boundaries:
-        assert head == len([b for b in boundaries if b < cut])  # whole messages to the cut
+        assert head is not None
+        assert len(head) // 2 == len([b for b in boundaries if b < cut])  # up to the cut
     else:
-        assert head == 0 and framer.pending == 0  # nothing consumed: feed takes it all
+        assert head is None and framer.pending == 0  # nothing consumed: feed takes it all
         assert (
             b"".join(bytes(v) for _, v in framer.feed(STREAM[:cut]))
             == STREAM[:cut][: max(b for b in boundaries if b < cut)]
         )
-    # Something held back by feed: whole declines until it is complete.
-    framer = Framer(1 << 20)
+    # Something held back by feed: frames declines until it is complete.
+    framer = Framer(1 << 20, whole=ANY)
     framer.feed(STREAM[:3])
-    assert framer.whole(STREAM[3:]) == 0
+    assert framer.frames(STREAM[3:]) is None
     assert b"".join(bytes(v) for _, v in framer.feed(STREAM[3:])) == STREAM
 
 
 @pytest.mark.parametrize("length", [0, 3, -1, 2_000_000])
-def test_whole_declines_impossible_lengths_so_feed_reports_them(length: int) -> None:
-    framer = Framer(1 << 20)
+def test_frames_declines_impossible_lengths_so_feed_reports_them(length: int) -> None:
+    framer = Framer(1 << 20, whole=ANY)
     bad = b"Q" + struct.pack("!i", length) + b"..."
-    assert framer.whole(bad) == 0
+    assert framer.frames(bad) is None
     with pytest.raises(m.MalformedMessage):
         framer.feed(bad)

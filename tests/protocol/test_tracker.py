@@ -6,7 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxyworker.protocol import messages as m
+from proxyworker.protocol.framing import Framer
 from proxyworker.protocol.tracker import (
+    ANSWERS,
     Action,
     Expectation,
     ProtocolDesync,
@@ -152,10 +154,17 @@ def chunk(kinds: str) -> bytes:
 def routed(tracker: ResponseTracker, kinds: str) -> list[tuple[bytes | None, Expectation]] | None:
     """The noted requests ``route_forwarded`` ends for a chunk of these kinds, with their
     statuses; None: not routed."""
-    noted = tracker.route_forwarded(chunk(kinds))
+    noted = route_chunk(tracker, chunk(kinds))
     if noted < 0:
         return None
     return list(zip(tracker.statuses[:noted], tracker.ended[:noted], strict=True))
+
+
+def route_chunk(tracker: ResponseTracker, data: bytes) -> int:
+    """``route_forwarded`` as the relay calls it: on the chunk's ``frames`` of ``ANSWERS``
+    (-1 when the chunk has other messages: routed one by one)."""
+    frames = Framer(1 << 20, whole=ANSWERS).frames(data)
+    return -1 if frames is None else tracker.route_forwarded(frames)
 
 
 _ACTIONS = st.sampled_from([Action.FORWARD] * 4 + list(Action))  # mostly forwarded as is
@@ -206,10 +215,11 @@ def test_route_forwarded_takes_an_extended_batch_at_once() -> None:
     t.expect(Request.SYNC)
     # Two ReadyForQuery, each with its own status; what the chunk ends is forgotten.
     data = b"Z\x00\x00\x00\x05TZ\x00\x00\x00\x05I"
-    assert t.route_forwarded(data) == 2 and t.statuses[:2] == [b"T", b"I"] and len(t) == 0
+    assert route_chunk(t, data) == 2 and t.statuses[:2] == [b"T", b"I"] and len(t) == 0
     t.expect(Request.SYNC)
-    # A ReadyForQuery without its status byte still ends the Sync (status read as empty).
-    assert t.route_forwarded(b"Z\x00\x00\x00\x04") == 1 and t.statuses[0] == b""
+    # A ReadyForQuery without its status byte: routed one by one (``route``).
+    assert route_chunk(t, b"Z\x00\x00\x00\x04") == -1 and len(t) == 1
+    t = ResponseTracker()
     t.expect(Request.QUERY, Action.CHECK_QUERY)
     assert routed(t, "CZ") is None and len(t) == 1  # not forwarded as is
     assert routed(ResponseTracker(), "Z") is None  # nothing asked for it
@@ -218,11 +228,29 @@ def test_route_forwarded_takes_an_extended_batch_at_once() -> None:
     assert routed(t, "NCZ") is None and len(t) == 1  # a notice: one by one
 
 
+# The client message of each request, as (kind, first byte of its body).
+_MESSAGES = {
+    Request.PARSE: b"P\x00",
+    Request.BIND: b"B\x00",
+    Request.DESCRIBE_STATEMENT: b"DS",
+    Request.DESCRIBE_PORTAL: b"DP",
+    Request.EXECUTE: b"E\x00",
+    Request.CLOSE: b"CS",
+    Request.SYNC: b"S\x00",
+    Request.QUERY: b"QS",
+}
+
+
 @settings(max_examples=200)
-@given(st.lists(_REQUESTS, max_size=8), st.lists(_REQUESTS, max_size=8), st.booleans())
-def test_expect_forwarded_expects_as_expect_does(
-    before: list[Request], requests: list[Request], after_an_error: bool
+@given(
+    st.lists(_REQUESTS, max_size=8),
+    st.lists(st.one_of(_REQUESTS, st.none()), max_size=8),
+    st.booleans(),
+)
+def test_expect_frames_expects_as_expect_does(
+    before: list[Request], requests: list[Request | None], after_an_error: bool
 ) -> None:
+    """Each request of a chunk's frames (None: a Flush, which asks for nothing)."""
     batch, single = ResponseTracker(), ResponseTracker()
     for t in (batch, single):
         for request in before:
@@ -230,8 +258,9 @@ def test_expect_forwarded_expects_as_expect_does(
         if after_an_error and len(t):
             t.route(m.ERROR_RESPONSE)  # the server now skips to the Sync
             t.skip_unit()
+    batch.expect_frames(b"".join(b"H\x00" if r is None else _MESSAGES[r] for r in requests))
     for request in requests:
-        batch.expect_forwarded(request.value)
-        single.expect(request)
+        if request is not None:
+            single.expect(request)
     assert batch._queue[batch._head :] == single._queue[single._head :]
     assert batch.dropped == single.dropped

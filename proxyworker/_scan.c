@@ -1,0 +1,337 @@
+/* Byte scans of the relay's hot path, in C (see proxyworker/scan.py, which documents each
+ * function and holds the Python version used when this extension is not built).
+ *
+ * Compiled Python reads a byte at a time through a bounds-checked call and walks a chunk once
+ * per question asked of it; these answer a question about a whole chunk in one call.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+#include <string.h>
+
+static int
+is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static int
+bytes_arg(PyObject *arg, const char *function, const char *name)
+{
+    if (PyBytes_CheckExact(arg))
+        return 1;
+    PyErr_Format(PyExc_TypeError, "%s() argument '%s' must be bytes, not %.100s", function,
+                 name, Py_TYPE(arg)->tp_name);
+    return 0;
+}
+
+/* Frames(limit, shortest): called with a chunk, its frames or None. A callable object (with
+ * the vectorcall protocol: no argument tuple), so the limit and table are converted once. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    long long limit;
+    unsigned char shortest[256];
+    PyObject *last; /* the bytes last returned, written again when only this holds it */
+} Frames;
+
+static PyObject *
+frames_scan(Frames *self, PyObject *chunk)
+{
+    if (!bytes_arg(chunk, "Frames", "data"))
+        return NULL;
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(chunk);
+    Py_ssize_t n = PyBytes_GET_SIZE(chunk);
+
+    Py_ssize_t count = 0, pos = 0;
+    while (pos < n) {
+        if (n - pos < 5)
+            Py_RETURN_NONE;
+        const unsigned char *m = data + pos;
+        /* Unsigned: a length over 2**31 is over any limit, as it is negative signed. */
+        long long length = (long long)m[1] << 24 | m[2] << 16 | m[3] << 8 | m[4];
+        unsigned char least = self->shortest[m[0]];
+        if (least == 0 || length < 4 || length > self->limit || 1 + length < least)
+            Py_RETURN_NONE;
+        pos += 1 + length;
+        count++;
+    }
+    if (pos != n)
+        Py_RETURN_NONE;
+
+    /* A relay asks once per chunk and drops the answer before the next chunk: the bytes it
+     * got last time are then referenced by this object only, and are filled again instead of
+     * allocating new ones (as _PyBytes_Resize may change a bytes object nobody else holds). */
+    PyObject *out = self->last;
+    if (out != NULL && Py_REFCNT(out) == 1 && PyBytes_GET_SIZE(out) == 2 * count) {
+        Py_INCREF(out);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+        ((PyBytesObject *)out)->ob_shash = -1; /* (its cached hash, should it have one) */
+#pragma GCC diagnostic pop
+    }
+    else {
+        out = PyBytes_FromStringAndSize(NULL, 2 * count);
+        if (out == NULL)
+            return NULL;
+        Py_INCREF(out);
+        Py_XSETREF(self->last, out);
+    }
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    for (pos = 0; pos < n; o += 2) {
+        const unsigned char *m = data + pos;
+        Py_ssize_t length = (Py_ssize_t)m[1] << 24 | m[2] << 16 | m[3] << 8 | m[4];
+        o[0] = m[0];
+        o[1] = length > 4 ? m[5] : 0;
+        pos += 1 + length;
+    }
+    return out;
+}
+
+static PyObject *
+Frames_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "Frames takes one argument, the chunk");
+        return NULL;
+    }
+    return frames_scan((Frames *)self, args[0]);
+}
+
+static PyObject *
+Frames_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    long long limit;
+    PyObject *shortest;
+    static char *keywords[] = {"limit", "shortest", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LO!:Frames", keywords, &limit, &PyBytes_Type,
+                                     &shortest))
+        return NULL;
+    if (PyBytes_GET_SIZE(shortest) != 256) {
+        PyErr_SetString(PyExc_ValueError, "Frames() argument 'shortest' must be 256 bytes");
+        return NULL;
+    }
+    Frames *self = (Frames *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = Frames_vectorcall;
+    self->last = NULL;
+    self->limit = limit;
+    memcpy(self->shortest, PyBytes_AS_STRING(shortest), 256);
+    return (PyObject *)self;
+}
+
+static void
+Frames_dealloc(Frames *self)
+{
+    Py_CLEAR(self->last);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject FramesType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "proxyworker._scan.Frames",
+    .tp_doc = "Frames(limit, shortest)(data) -> bytes | None (see proxyworker/scan.py).",
+    .tp_basicsize = sizeof(Frames),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = Frames_new,
+    .tp_dealloc = (destructor)Frames_dealloc,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Frames, vectorcall),
+};
+
+static uint64_t
+word(const unsigned char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+/* same_shape(raw, reference, fixed) -> int */
+static PyObject *
+scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "same_shape() takes 3 arguments");
+        return NULL;
+    }
+    if (!bytes_arg(args[0], "same_shape", "raw") ||
+        !bytes_arg(args[1], "same_shape", "reference"))
+        return NULL;
+    PyObject *fixed_arg = args[2];
+    if (fixed_arg != Py_None && !bytes_arg(fixed_arg, "same_shape", "fixed"))
+        return NULL;
+    const unsigned char *a = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(args[1]);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]), m = PyBytes_GET_SIZE(args[1]);
+    int all_fixed = fixed_arg == Py_None;
+    const unsigned char *fixed = NULL;
+    Py_ssize_t fixed_len = 0;
+    if (!all_fixed) {
+        fixed = (const unsigned char *)PyBytes_AS_STRING(fixed_arg);
+        fixed_len = PyBytes_GET_SIZE(fixed_arg);
+    }
+    /* Runs are told apart by their index only when some are fixed and some not; otherwise
+     * equal stretches are skipped a word at a time, without counting the runs in them. */
+    int count_runs = fixed_len > 0;
+
+    Py_ssize_t i = 0, j = 0, runs = 0;
+    int differs = 0, fixed_differs = 0;
+    for (;;) {
+        if (!count_runs) {
+            Py_ssize_t from = i;
+            while (n - i >= 8 && m - j >= 8 && word(a + i) == word(b + j)) {
+                i += 8;
+                j += 8;
+            }
+            /* Back to the start of a run the skip ended in (the bytes skipped are equal). */
+            while (i > from && is_digit(a[i - 1])) {
+                i--;
+                j--;
+            }
+        }
+        if (i == n || j == m)
+            break;
+        unsigned char x = a[i], y = b[j];
+        if (is_digit(x) && is_digit(y)) {
+            Py_ssize_t si = i, sj = j;
+            while (i < n && is_digit(a[i]))
+                i++;
+            while (j < m && is_digit(b[j]))
+                j++;
+            if (i - si != j - sj || memcmp(a + si, b + sj, i - si) != 0) {
+                if (all_fixed || (runs < fixed_len && fixed[runs]))
+                    fixed_differs = 1;
+                else
+                    differs = 1;
+            }
+            runs++;
+            continue;
+        }
+        if (x != y)
+            return PyLong_FromLong(-1);
+        i++;
+        j++;
+    }
+    if (i != n || j != m)
+        return PyLong_FromLong(-1);
+    return PyLong_FromLong(fixed_differs ? 0 : differs ? 1 : 2);
+}
+
+/* shape_hash(raw) -> int: the arithmetic is scan.py's shape_hash_py, to the bit. */
+#define HASH_START 0xcbf29ce484222325ULL
+#define HASH_PRIME 0x9e3779b97f4a7c15ULL
+#define SEGMENT_END (1ULL << 63)
+
+static uint64_t
+mix(uint64_t h, uint64_t w)
+{
+    h = (h ^ w) * HASH_PRIME;
+    return h ^ (h >> 29);
+}
+
+/* Whether any of a word's 8 bytes is an ASCII digit. */
+static int
+has_digit(uint64_t w)
+{
+    uint64_t x = w ^ 0x3030303030303030ULL; /* a digit's byte is now under 10 */
+    return ((x - 0x0a0a0a0a0a0a0a0aULL) & ~x & 0x8080808080808080ULL) != 0;
+}
+
+static PyObject *
+scan_shape_hash(PyObject *module, PyObject *raw)
+{
+    if (!bytes_arg(raw, "shape_hash", "raw"))
+        return NULL;
+    const unsigned char *a = (const unsigned char *)PyBytes_AS_STRING(raw);
+    Py_ssize_t n = PyBytes_GET_SIZE(raw);
+    uint64_t h = HASH_START;
+    Py_ssize_t i = 0;
+    for (;;) {
+        /* A segment: the bytes up to the next run of digits (or the end), as little-endian
+         * words, the last one padded with zeros, then its length. */
+        Py_ssize_t start = i;
+        while (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, a + i, 8);
+            if (has_digit(w))
+                break;
+            h = mix(h, w);
+            i += 8;
+        }
+        uint64_t w = 0;
+        int k = 0;
+        while (i < n && !is_digit(a[i])) {
+            w |= (uint64_t)a[i++] << (8 * k);
+            if (++k == 8) {
+                h = mix(h, w);
+                w = 0;
+                k = 0;
+            }
+        }
+        if (k)
+            h = mix(h, w);
+        h = mix(h, SEGMENT_END | (uint64_t)(i - start));
+        if (i == n)
+            break;
+        while (i < n && is_digit(a[i])) /* the run: only that it is there */
+            i++;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return PyLong_FromUnsignedLongLong(h);
+}
+
+/* contains_any(data, chars) -> bool */
+static PyObject *
+scan_contains_any(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "contains_any() takes 2 arguments");
+        return NULL;
+    }
+    if (!bytes_arg(args[0], "contains_any", "data") ||
+        !bytes_arg(args[1], "contains_any", "chars"))
+        return NULL;
+    const char *data = PyBytes_AS_STRING(args[0]);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
+    const unsigned char *chars = (const unsigned char *)PyBytes_AS_STRING(args[1]);
+    for (Py_ssize_t i = 0; i < PyBytes_GET_SIZE(args[1]); i++) {
+        if (memchr(data, chars[i], n) != NULL)
+            Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
+}
+
+static PyMethodDef methods[] = {
+    {"same_shape", (PyCFunction)(void (*)(void))scan_same_shape, METH_FASTCALL,
+     "same_shape(raw, reference, fixed) -> int"},
+    {"shape_hash", (PyCFunction)scan_shape_hash, METH_O, "shape_hash(raw) -> int"},
+    {"contains_any", (PyCFunction)(void (*)(void))scan_contains_any, METH_FASTCALL,
+     "contains_any(data, chars) -> bool"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "proxyworker._scan",
+    .m_doc = "Byte scans of the relay's hot path (proxyworker/scan.py documents them).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC
+PyInit__scan(void)
+{
+    if (PyType_Ready(&FramesType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Frames", (PyObject *)&FramesType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
