@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent
 compiled = runpy.run_path(str(ROOT / "proxyworker" / "compiled.py"))
 sources = [f"proxyworker/{module}" for module in compiled["SOURCES"]]
 
-# Hand-written C (proxyworker/_reactor.c: the sockets' epoll reactor), built beside them.
+# Hand-written C (proxyworker/_reactor.c: the sockets' epoll reactor; _scan.c: byte scans),
+# built beside them.
 handwritten = [
     Extension(
         "proxyworker." + Path(source).stem,

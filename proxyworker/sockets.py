@@ -22,12 +22,19 @@ import weakref
 from collections.abc import Callable
 from typing import Protocol, cast
 
+
+def _write(transport: asyncio.BaseTransport, data: bytes) -> None:
+    """``transport.write(data)`` (``write``, where the reactor is not built)."""
+    cast(asyncio.WriteTransport, transport).write(data)
+
+
 try:
-    from proxyworker._reactor import Reactor, Transport
+    from proxyworker._reactor import Reactor, Transport, write
 except ImportError:  # not built: uvloop's transports only
     Reactor = Transport = None  # type: ignore[assignment,misc]
+    write = _write
 
-__all__ = ["Listener", "connect", "serve", "start_tls"]
+__all__ = ["Listener", "connect", "serve", "start_tls", "write"]
 
 
 class Listener(Protocol):

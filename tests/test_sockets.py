@@ -150,6 +150,28 @@ async def test_bytes_cross_both_ways_and_the_peer_is_known() -> None:
 
 
 @on_uvloop
+async def test_write_writes_on_a_reactor_transport_and_on_any_other() -> None:
+    async with accepted() as (proto, peer):
+        assert type(proto.transport) is sockets.Transport
+        sockets.write(proto.transport, b"reactor")
+        assert await recv_exactly(peer, 7) == b"reactor"
+        with pytest.raises(TypeError, match="2 arguments"):
+            sockets.write(proto.transport)  # type: ignore[call-arg]
+    # uvloop's own transport (as a TLS session has): its write method is called.
+    loop = asyncio.get_running_loop()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        transport, _ = await loop.create_connection(Recorder, *listener.getsockname())
+        other, _ = await loop.sock_accept(listener)
+        with other:
+            other.setblocking(True)
+            assert type(transport) is not sockets.Transport
+            sockets.write(transport, b"uvloop")
+            assert await recv_exactly(other, 6) == b"uvloop"
+            transport.close()
+
+
+@on_uvloop
 async def test_accept_out_of_descriptors_reports_and_tries_again_later() -> None:
     loop = asyncio.get_running_loop()
     reported: list[dict[str, Any]] = []

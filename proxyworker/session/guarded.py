@@ -424,7 +424,7 @@ class Guarded(Pooling):
         return b"", False, view
 
     def _remembered_plain(self, gate: Gate, data: bytes) -> bool:
-        """A guarded session's plain chunk (whole messages: ``Framer.whole``): every
+        """A guarded session's plain chunk (whole messages: ``Framer.frames``): every
         statement in it (Query, Parse) has a remembered verdict that lets it through as it
         is — allowed, nothing to check or alert, none of the worker's settings — so deciding
         it again (``_verdict``) would record no event and change nothing. Then what deciding

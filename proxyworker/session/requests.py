@@ -16,7 +16,7 @@ from typing import Final
 
 from mypy_extensions import i64
 
-from proxyworker import clocks, metrics
+from proxyworker import clocks, metrics, sockets
 from proxyworker.guard.checks import RATE_SQLSTATE, raise_sql
 from proxyworker.guard.rewrite import DRY_RUN_END, PREVIEW_SAVEPOINT
 from proxyworker.protocol import messages as m
@@ -53,6 +53,7 @@ _EXTENDED: Final = {
     m.CLOSE: Request.CLOSE,
 }
 _PORTAL: Final = ord("P")
+write: Final = sockets.write
 
 
 class Requests(Responses):
@@ -176,10 +177,12 @@ class Requests(Responses):
             now = clocks.perf_counter()
             started = self._started
             pending = None if gate is None else self._audit_pending
-            for _ in range(units):
+            left = units
+            while left:
                 started.append(now)
                 if pending is not None:
                     pending.append(None)  # (nothing to audit)
+                left -= 1
             assert self._labels is not None
             self._labels.queries.inc(units)
             if gate is not None and self._parsed_now:
@@ -188,7 +191,7 @@ class Requests(Responses):
         self._forwarded = True
         transport = server.transport
         assert transport is not None
-        transport.write(data)
+        write(transport, data)
         return True
 
     def _forward(self, msgs: list[tuple[int, memoryview]], whole: bytes | None) -> None:
@@ -259,7 +262,10 @@ class Requests(Responses):
                     self._parsed_now.clear()
                     # The decisions made for this request, audited when it completes.
                     if self._unit_events or self.policy.rows_budget is not None:
-                        self._audit_pending.append(self._audit_slot())
+                        slot = self._audit_slot()
+                        if slot is not None and slot[1]:
+                            self._tags_pending += 1
+                        self._audit_pending.append(slot)
                     else:
                         self._audit_pending.append(None)  # (_audit_slot's, without the call)
                 if self._deciding:
@@ -350,7 +356,7 @@ class Requests(Responses):
         transport = server.transport
         assert transport is not None
         if whole is not None:
-            transport.write(whole)
+            write(transport, whole)
         elif out is not None:
             transport.writelines(out)
         elif msgs:

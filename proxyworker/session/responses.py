@@ -14,7 +14,7 @@ from typing import Final
 
 from mypy_extensions import i64
 
-from proxyworker import clocks, metrics
+from proxyworker import clocks, metrics, sockets
 from proxyworker.guard.checks import CLIENT_SQLSTATE, ROWS_SQLSTATE, raise_sql
 from proxyworker.guard.rewrite import DRY_RUN_SQLSTATE, QueryPlan, dry_notice
 from proxyworker.policy.budget import rows_of_tag
@@ -47,6 +47,7 @@ _CARRIERS: Final = frozenset(
 
 
 _ROWS_MARK: Final = b"C" + ROWS_SQLSTATE.encode() + b"\x00"
+write: Final = sockets.write
 
 
 def _client_error(view: memoryview, dry_tags: list[bytes]) -> tuple[memoryview, bool]:
@@ -225,7 +226,7 @@ class Responses(Guarded):
         transport = self.transport
         assert transport is not None
         if not changed:
-            transport.write(data)
+            write(transport, data)
         elif out:
             transport.writelines(out)
         metrics.BYTES_TO_CLIENTS.inc(len(data))
@@ -238,8 +239,7 @@ class Responses(Guarded):
         ``frames`` of ``ANSWERS``) to requests forwarded as is, and no command tag wanted by
         the audit. It goes to the client as it came, with the same bookkeeping as in
         ``server_data``. False, with nothing done, for any other chunk."""
-        pending = self._audit_pending
-        if pending and self._tags_wanted():
+        if self._tags_pending:  # (a request in flight wants its command tags)
             i: i64 = 0
             n: i64 = len(frames)
             while i < n:
@@ -263,20 +263,11 @@ class Responses(Guarded):
                 self._parsed(conn, expectation.tag, True)
         transport = self.transport
         assert transport is not None
-        transport.write(data)
+        write(transport, data)
         metrics.BYTES_TO_CLIENTS.inc(len(data))
         if not self._started:
             self._request_cycle_done(conn)
         return True
-
-    def _tags_wanted(self) -> bool:
-        """Does a request in flight want its command tags (the audit's, ``AuditSlot``)?"""
-        pending = self._audit_pending
-        for i in range(len(pending)):
-            slot = pending[i]
-            if slot is not None and slot[1]:
-                return True
-        return False
 
     def _note_end(
         self,
@@ -306,6 +297,8 @@ class Responses(Guarded):
         self._labels.latency.observe(elapsed)
         if self._audit_pending:
             slot = self._audit_pending.popleft()
+            if slot is not None and slot[1]:
+                self._tags_pending -= 1
             if slot is not None and (slot[1] or self._guard_refusal is not None):
                 self._audited(slot[0], elapsed, self._settle_rows())
             else:

@@ -199,6 +199,7 @@ class SessionState(asyncio.Protocol):
         self._unit_events: list[Kept] = []  # decisions of the request being sent
         # Per request in flight, what its answer leaves to audit (Guarded._audit_slot).
         self._audit_pending: Fifo[AuditSlot] = Fifo()
+        self._tags_pending = 0  # slots in _audit_pending that want command tags (slot[1])
         self._last_tag = b""
         self._guard_refusal: str | None = None  # a refusal raised by the server-side check
         self._server_fatal = False
