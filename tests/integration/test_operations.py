@@ -249,6 +249,7 @@ def test_a_client_that_stops_reading_blocks_nobody_else(worker: WorkerProcess, d
 def test_it_refuses_clients_over_max_client_conn(upstream: PgCluster) -> None:
     proc = launch(databases_toml(upstream), extra="max_client_conn = 2")
     try:
+        proc.wait_for_no_clients()
         first = psycopg.connect(proc.dsn("app"))
         second = psycopg.connect(proc.dsn("app"))
         with pytest.raises(psycopg.OperationalError, match="too many clients"):

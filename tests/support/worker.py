@@ -72,6 +72,16 @@ class WorkerProcess:
             raise RuntimeError(f"worker did not start:\n{self.log()}") from None
         return self
 
+    def wait_for_no_clients(self, timeout: float = 10) -> None:
+        """Until the worker has no client connection: ``start``'s probes of the port were
+        clients too, and a worker busy when they came may accept them together with a
+        test's first connection (a test that counts clients starts after this)."""
+        deadline = time.monotonic() + timeout
+        while "\nsqlproxy_client_connections 0.0\n" not in self.http("/metrics")[1]:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the worker still counts client connections")
+            time.sleep(0.02)
+
     def dsn(
         self, db: str = "app", user: str = APP_USER, password: str = APP_PASSWORD, **kw: str
     ) -> str:
