@@ -25,6 +25,22 @@ bytes_arg(PyObject *arg, const char *function, const char *name)
     return 0;
 }
 
+/* A function's arguments: as many as `names` has, the first `required` of them bytes. */
+static int
+bytes_args(const char *function, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t count,
+           Py_ssize_t required, const char *const *names)
+{
+    if (nargs != count) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments", function, count);
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < required; i++) {
+        if (!bytes_arg(args[i], function, names[i]))
+            return 0;
+    }
+    return 1;
+}
+
 /* Frames(limit, shortest): called with a chunk, its frames or None. A callable object (with
  * the vectorcall protocol: no argument tuple), so the limit and table are converted once. */
 typedef struct {
@@ -151,12 +167,8 @@ word(const unsigned char *p)
 static PyObject *
 scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "same_shape() takes 3 arguments");
-        return NULL;
-    }
-    if (!bytes_arg(args[0], "same_shape", "raw") ||
-        !bytes_arg(args[1], "same_shape", "reference"))
+    static const char *const names[] = {"raw", "reference", "fixed"};
+    if (!bytes_args("same_shape", args, nargs, 3, 2, names))
         return NULL;
     PyObject *fixed_arg = args[2];
     if (fixed_arg != Py_None && !bytes_arg(fixed_arg, "same_shape", "fixed"))
@@ -287,12 +299,8 @@ scan_shape_hash(PyObject *module, PyObject *raw)
 static PyObject *
 scan_contains_any(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "contains_any() takes 2 arguments");
-        return NULL;
-    }
-    if (!bytes_arg(args[0], "contains_any", "data") ||
-        !bytes_arg(args[1], "contains_any", "chars"))
+    static const char *const names[] = {"data", "chars"};
+    if (!bytes_args("contains_any", args, nargs, 2, 2, names))
         return NULL;
     const char *data = PyBytes_AS_STRING(args[0]);
     Py_ssize_t n = PyBytes_GET_SIZE(args[0]);

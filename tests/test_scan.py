@@ -219,3 +219,18 @@ def test_the_c_frames_fills_its_last_answer_again_only_when_nobody_holds_it() ->
     assert third == b"QS" and id(third) == ident
     assert hash(third) == hash(b"QS")
     assert frames(query + sync) == b"QSS\x00"  # another size: a new one
+
+
+@needs_build
+def test_the_c_functions_refuse_what_they_cannot_read() -> None:
+    assert _scan is not None
+    with pytest.raises(TypeError, match=r"same_shape\(\) takes 3 arguments"):
+        _scan.same_shape(b"", b"")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="'reference' must be bytes, not str"):
+        _scan.same_shape(b"", "", None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="'fixed' must be bytes, not int"):
+        _scan.same_shape(b"", b"", 0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="'chars' must be bytes"):
+        _scan.contains_any(b"", bytearray())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="'raw' must be bytes"):
+        _scan.shape_hash(memoryview(b""))  # type: ignore[arg-type]

@@ -9,6 +9,11 @@ relayed in constant memory.
 
 Sizes are capped: a declared length over ``max_size`` (or under 4) is a protocol violation and
 raises ``MalformedMessage``; the caller answers 08P01 and closes.
+
+``Framer.frames`` is the relay's shortcut before ``feed``: for a chunk made of whole messages
+of the kinds the framer was made to take whole (``accepting``), each message's kind and first
+body byte, in one call into C (``scan.Frames``), so the common chunk is forwarded as it came
+without a view or a list made for it.
 """
 
 from __future__ import annotations
