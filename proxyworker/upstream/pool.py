@@ -187,7 +187,10 @@ class Pool:
             conn.close()
             return
         conn.pooled = True
-        self.idle.setdefault(conn.key, []).append(conn)
+        conns = self.idle.get(conn.key)
+        if conns is None:  # (not setdefault: its default would be a new list every time)
+            conns = self.idle[conn.key] = []
+        conns.append(conn)
         self._labels.idle.inc()
 
     async def reset_and_release(self, conn: ServerConnection, reset_query: str | None) -> None:
