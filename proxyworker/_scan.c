@@ -41,6 +41,22 @@ bytes_args(const char *function, PyObject *const *args, Py_ssize_t nargs, Py_ssi
     return 1;
 }
 
+static uint64_t
+word(const unsigned char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+/* The length a message at `m` declares (its 4 bytes after the kind, big-endian, unsigned: a
+ * length over 2**31 is over any limit, as it is negative signed). */
+static long long
+message_length(const unsigned char *m)
+{
+    return (long long)m[1] << 24 | m[2] << 16 | m[3] << 8 | m[4];
+}
+
 /* Frames(limit, shortest): called with a chunk, its frames or None. A callable object (with
  * the vectorcall protocol: no argument tuple), so the limit and table are converted once. */
 typedef struct {
@@ -64,8 +80,7 @@ frames_scan(Frames *self, PyObject *chunk)
         if (n - pos < 5)
             Py_RETURN_NONE;
         const unsigned char *m = data + pos;
-        /* Unsigned: a length over 2**31 is over any limit, as it is negative signed. */
-        long long length = (long long)m[1] << 24 | m[2] << 16 | m[3] << 8 | m[4];
+        long long length = message_length(m);
         unsigned char least = self->shortest[m[0]];
         if (least == 0 || length < 4 || length > self->limit || 1 + length < least)
             Py_RETURN_NONE;
@@ -96,7 +111,7 @@ frames_scan(Frames *self, PyObject *chunk)
     unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
     for (pos = 0; pos < n; o += 2) {
         const unsigned char *m = data + pos;
-        Py_ssize_t length = (Py_ssize_t)m[1] << 24 | m[2] << 16 | m[3] << 8 | m[4];
+        long long length = message_length(m);
         o[0] = m[0];
         o[1] = length > 4 ? m[5] : 0;
         pos += 1 + length;
@@ -154,14 +169,6 @@ static PyTypeObject FramesType = {
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(Frames, vectorcall),
 };
-
-static uint64_t
-word(const unsigned char *p)
-{
-    uint64_t w;
-    memcpy(&w, p, 8);
-    return w;
-}
 
 /* same_shape(raw, reference, fixed) -> int */
 static PyObject *
@@ -263,12 +270,8 @@ scan_shape_hash(PyObject *module, PyObject *raw)
         /* A segment: the bytes up to the next run of digits (or the end), as little-endian
          * words, the last one padded with zeros, then its length. */
         Py_ssize_t start = i;
-        while (n - i >= 8) {
-            uint64_t w;
-            memcpy(&w, a + i, 8);
-            if (has_digit(w))
-                break;
-            h = mix(h, w);
+        while (n - i >= 8 && !has_digit(word(a + i))) {
+            h = mix(h, word(a + i));
             i += 8;
         }
         uint64_t w = 0;
