@@ -49,6 +49,28 @@ word(const unsigned char *p)
     return w;
 }
 
+/* How many bytes `a` (of `n`) and `b` (of `m`) have equal at their start: a word at a time,
+ * the first unequal word's equal bytes counted from where its bits first differ. */
+static Py_ssize_t
+equal_prefix(const unsigned char *a, Py_ssize_t n, const unsigned char *b, Py_ssize_t m)
+{
+    Py_ssize_t k = 0;
+    while (n - k >= 8 && m - k >= 8) {
+        uint64_t differ = word(a + k) ^ word(b + k);
+        if (differ != 0) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            return k + (__builtin_ctzll(differ) >> 3); /* (the first byte is the lowest) */
+#else
+            break;
+#endif
+        }
+        k += 8;
+    }
+    while (k < n && k < m && a[k] == b[k])
+        k++;
+    return k;
+}
+
 /* The length a message at `m` declares (its 4 bytes after the kind, big-endian, unsigned: a
  * length over 2**31 is over any limit, as it is negative signed). */
 static long long
@@ -198,11 +220,9 @@ scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int differs = 0, fixed_differs = 0;
     for (;;) {
         if (!count_runs) {
-            Py_ssize_t from = i;
-            while (n - i >= 8 && m - j >= 8 && word(a + i) == word(b + j)) {
-                i += 8;
-                j += 8;
-            }
+            Py_ssize_t from = i, k = equal_prefix(a + i, n - i, b + j, m - j);
+            i += k;
+            j += k;
             /* Back to the start of a run the skip ended in (the bytes skipped are equal). */
             while (i > from && is_digit(a[i - 1])) {
                 i--;

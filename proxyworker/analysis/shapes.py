@@ -14,9 +14,11 @@ same shape in about the time of one dict lookup, without parsing:
   by run). A run is inside a literal or outside as a whole (a number is never next to a
   digit, a string ends at a quote), so the texts then lex into the same tokens but for
   literal values.
-- Before any key is made, the text is compared with the one last found for a text of its
-  length (modulo 64): a session mostly sends the same few statements with other values, and
-  one comparison costs less than making the key and looking it up.
+- Before any key is made, the text is compared with the one found right after the last text
+  the last time it was found (a session repeats its sequence of statements: BEGIN, UPDATE,
+  SELECT, ..., END), then with the one last found for a text of its length (modulo 64): a
+  session mostly sends the same few statements with other values, and a comparison costs less
+  than making the key and looking it up.
 - Locating literals is one regex pass, done when a result is stored. It recognises plain
   string literals ('...', quotes doubled), numbers, and quoted identifiers (kept). Anything
   that could make its reading differ from the server's — comments, dollar quotes, prefixed
@@ -96,7 +98,7 @@ class _Entry(Generic[_T]):
     """What a key finds. (An object, not a tuple: compiled, reading a tuple's items checks
     and converts each one, and keeping one aside boxes it again.)"""
 
-    __slots__ = ("fixed", "reference", "value")
+    __slots__ = ("fixed", "live", "next", "reference", "value")
 
     def __init__(self, value: _T, reference: bytes, fixed: bytes | None) -> None:
         self.value = value
@@ -104,6 +106,11 @@ class _Entry(Generic[_T]):
         """The text the value was stored for."""
         self.fixed = fixed
         """Its runs of digits outside literals (``fixed_runs``); None: only that text."""
+        self.next: _Entry[_T] | None = None
+        """The entry found after this one, the last time one was found after it."""
+        self.live = True
+        """False once cleared or replaced: another entry's ``next`` may still lead to it, and
+        it must not be found then."""
 
 
 class ShapeCache(Generic[_T]):
@@ -111,7 +118,7 @@ class ShapeCache(Generic[_T]):
     of its shape. ``get`` also says whether the text found is the one stored; ``find``, for
     the hot path, says it in ``own`` instead of making a tuple."""
 
-    __slots__ = ("_entries", "_maxsize", "_recent", "own")
+    __slots__ = ("_entries", "_last", "_maxsize", "_recent", "own")
 
     def __init__(self, maxsize: int) -> None:
         self._entries: dict[int, _Entry[_T]] = {}
@@ -119,6 +126,8 @@ class ShapeCache(Generic[_T]):
         self._recent: list[_Entry[_T] | None] = [None] * _RECENT
         """The entry last stored or found for a text of each length (modulo ``_RECENT``),
         compared first: a session sends the same few statements with other values."""
+        self._last: _Entry[_T] | None = None
+        """The entry last found or stored: its ``next`` is compared first of all."""
         self.own = False
         """After ``find`` found a value: was it stored for that very text? (Set only when a
         value is found.)"""
@@ -131,6 +140,13 @@ class ShapeCache(Generic[_T]):
         return None if value is None else (value, self.own)
 
     def find(self, raw: bytes) -> _T | None:
+        last = self._last
+        if last is not None:
+            entry = last.next
+            if entry is not None and entry.live:
+                match = same_shape(raw, entry.reference, entry.fixed)
+                if match != OTHER_SHAPE:
+                    return self._found(entry, match)
         slot = len(raw) % _RECENT
         entry = self._recent[slot]
         if entry is not None:
@@ -150,7 +166,14 @@ class ShapeCache(Generic[_T]):
         if match < SAME_SHAPE:  # (OTHER_SHAPE or FIXED_DIFFERS)
             return None
         self.own = match == SAME_TEXT
+        self._follows(entry)
         return entry.value
+
+    def _follows(self, entry: _Entry[_T]) -> None:
+        last = self._last
+        if last is not None:
+            last.next = entry
+        self._last = entry
 
     def put(self, raw: bytes, value: _T, shaped: bool) -> None:
         if len(raw) > MAX_SHAPED_TEXT:
@@ -161,15 +184,20 @@ class ShapeCache(Generic[_T]):
         key = shape_hash(raw)
         replaced = self._entries.get(key)
         if replaced is not None:  # (what the recent entries hold, the dict holds too)
+            replaced.live, replaced.next = False, None
             slot = len(replaced.reference) % _RECENT
             if self._recent[slot] is replaced:
                 self._recent[slot] = None
         self._entries[key] = entry
         self._recent[len(raw) % _RECENT] = entry
+        self._follows(entry)  # (stored after a find missed it: as if found)
 
     def clear(self) -> None:
+        for entry in self._entries.values():
+            entry.live, entry.next = False, None  # (no cycles left for the collector)
         self._entries.clear()
         self._recent = [None] * _RECENT
+        self._last = None
 
 
 # Statement kinds whose effects depend on names and structure only, never on literal values.

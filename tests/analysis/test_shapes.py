@@ -217,15 +217,36 @@ _SESSION_TEXTS = [
 def test_what_get_keeps_of_the_last_lookup_never_changes_an_answer(
     operations: list[tuple[bytes, str]],
 ) -> None:
-    """``get`` keeps the last entry it found for each length, to skip the dict next time. A
-    cache whose memory of them is wiped before every lookup answers alike throughout (a
-    small maxsize: clearing when full is covered too)."""
-    kept: ShapeCache[bytes] = ShapeCache(3)
-    wiped: ShapeCache[bytes] = ShapeCache(3)
-    for text, operation in operations:
+    """``get`` keeps the last entry it found for each length, and which entry was found after
+    which, to skip the dict next time. A cache whose memory of them is wiped before every
+    lookup answers alike throughout (a small maxsize: clearing when full is covered too; each
+    value stored is new, so a replaced or cleared entry found again would show)."""
+    kept: ShapeCache[tuple[bytes, int]] = ShapeCache(3)
+    wiped: ShapeCache[tuple[bytes, int]] = ShapeCache(3)
+    for number, (text, operation) in enumerate(operations):
         if operation == "get":
             wiped._recent = [None] * len(wiped._recent)
+            wiped._last = None
             assert kept.get(text) == wiped.get(text), text
         else:
             for cache in (kept, wiped):
-                cache.put(text, text, shaped=operation == "put shaped")
+                cache.put(text, (text, number), shaped=operation == "put shaped")
+
+
+def test_the_statement_that_followed_last_time_is_compared_first() -> None:
+    """A session's sequence of statements: each is found without making its key, even when
+    texts of the sequence share a length (and so the entry kept per length)."""
+    cache: ShapeCache[str] = ShapeCache(16)
+    sequence = [
+        b"BEGIN",
+        b"UPDATE a SET x = x + 1 WHERE id = 7",
+        b"UPDATE b SET x = x + 1 WHERE id = 7",
+        b"END",
+    ]
+    for text in sequence:
+        assert cache.get(text) is None
+        cache.put(text, text.decode(), shaped=True)
+    assert cache.get(b"BEGIN") == ("BEGIN", True)  # (after END now)
+    cache._entries, cache._recent = {}, [None] * len(cache._recent)  # (no other way left)
+    for text in [*sequence[1:], sequence[0]]:
+        assert cache.get(text.replace(b"7", b"12")) == (text.decode(), b"7" not in text)
