@@ -21,12 +21,14 @@ from services import Endpoint
 class Workload:
     name: str
     args: tuple[str, ...]
+    writes: bool = False
+    """Each run starts from the same state of the tables (``services.settle``)."""
 
 
 WORKLOADS = (
     Workload("select-only, simple", ("-S", "-M", "simple")),
     Workload("select-only, extended", ("-S", "-M", "extended")),
-    Workload("TPC-B, simple", ("-M", "simple")),
+    Workload("TPC-B, simple", ("-M", "simple"), writes=True),
 )
 LATENCY_WORKLOAD = Workload("select-only, simple, 1 client", ("-S", "-M", "simple"))
 

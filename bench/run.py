@@ -46,8 +46,8 @@ from services import (
     SetupError,
     prepare_database,
     require_tools,
-    reset_history,
     server_connection_budget,
+    settle,
     tool_version,
 )
 
@@ -278,9 +278,10 @@ def _bench(
     latency_targets = [t for t in targets if t.mode in ("direct", "session")]
     started = time.monotonic()
     for round_no in range(args.rounds):
-        reset_history(tools["psql"], direct)
         for workload in args.workloads:
             for target in _round_order(targets, round_no):
+                if workload.writes:
+                    settle(tools["psql"], direct)
                 result = _measured_run(args, tools, services, target, workload)
                 tps.setdefault((workload.name, target.name, target.mode), []).append(result)
                 shown = f"{result.tps:10.0f} tps" if result.tps is not None else result.error

@@ -187,13 +187,17 @@ def prepare_database(psql: str, pgbench: str, pg_port: int, scale: int) -> Endpo
     return direct
 
 
-def reset_history(psql: str, direct: Endpoint) -> None:
-    """Between rounds: keep TPC-B's history table and dead tuples from skewing later runs."""
+def settle(psql: str, direct: Endpoint) -> None:
+    """Before each run that writes: what pgbench does before a run unless told not to (empty
+    the history table, vacuum the small tables every transaction updates), then a checkpoint,
+    so that no run inherits another's dead tuples and none pays for a checkpoint that another
+    run's writes brought on (a timed checkpoint starts its interval again from this one)."""
     _psql(
         [psql, *direct.args(), "-d", direct.dbname],
         "TRUNCATE pgbench_history; VACUUM ANALYZE pgbench_branches, pgbench_tellers;",
         direct.env(),
     )
+    _psql([*_as_postgres([psql], direct.port), "-d", direct.dbname], "CHECKPOINT;")
 
 
 def server_connection_budget(psql: str, direct: Endpoint) -> tuple[int, int]:
