@@ -94,17 +94,21 @@ class Pooling(SessionState):
         (another client may have changed them on this connection, or this client changed
         them on another). Sent ahead of the client's request as a Query of its own, so it is
         in force exactly as a SET the client had sent earlier; its answers are swallowed.
-        Nothing to compare when both carry the same values (the common case)."""
+        Nothing to compare, nor any list made, when both carry the same values and no
+        search_path is to be set or reset (the common case)."""
         if not server.carried:
             server.carried = carried_settings(server.params)
+        path = self._own_search_path()
+        same = server.carried == self._carried
+        if same and path is None and not server.search_path_changed:
+            return
         sets: list[str] = []
-        if server.carried != self._carried:
+        if not same:
             sets = [
                 f"SET {name} TO {literal(value)}"
                 for name, value in self.settings.items()
                 if name in CARRIED_SETTINGS and server.params.get(name) != value
             ]
-        path = self._own_search_path()
         if path is not None:
             # search_path is not reported by the server: the guard's view of it is carried,
             # so that names resolve on the server as the guard resolved them.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final, cast
 
@@ -42,8 +43,9 @@ class UpstreamError(Exception):
 
 def pool_key(params: Mapping[str, str]) -> str:
     """The startup parameters that decide which clients may share a server connection, as
-    one string: the pool looks it up every transaction, and a string keeps its hash."""
-    return repr(sorted(params.items()))
+    one string: the pool looks it up every transaction, and a string keeps its hash. Interned:
+    the keys of a session and of its connections are then one object, and compare at once."""
+    return sys.intern(repr(sorted(params.items())))
 
 
 class ServerConnection(asyncio.Protocol):

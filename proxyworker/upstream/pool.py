@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 import msgspec
@@ -22,6 +22,7 @@ from proxyworker.config.schema import Database, Upstream
 from proxyworker.guard.catalog import CatalogCache
 from proxyworker.guard.checks import LimitedTable
 from proxyworker.protocol import messages as m
+from proxyworker.reuse import put
 from proxyworker.upstream.connection import (
     ServerConnection,
     UpstreamError,
@@ -46,12 +47,70 @@ class _Waiter:
         self.future = future
 
 
+class _Idle:
+    """The idle connections of one key, the one given back last on top. Its list keeps its
+    array (``reuse``): in transaction mode it is emptied and refilled every transaction, and a
+    list whose last item is popped frees its array, to allocate it again on the next append."""
+
+    __slots__ = ("conns", "count", "key")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.conns: list[ServerConnection | None] = []
+        """``count`` connections, then stale slots (None)."""
+        self.count = 0
+
+    def push(self, conn: ServerConnection) -> None:
+        put(self.conns, self.count, conn)
+        self.count += 1
+
+    def pop(self) -> ServerConnection | None:
+        """The connection given back last; None when there is none."""
+        count = self.count
+        if not count:
+            return None
+        count -= 1
+        conns = self.conns
+        conn = conns[count]
+        conns[count] = None
+        self.count = count
+        return conn
+
+    def pop_oldest(self) -> ServerConnection | None:
+        if not self.count:
+            return None
+        self.count -= 1
+        return self.conns.pop(0)  # (the stale slots move down with the rest)
+
+    def keep(self, wanted: Callable[[ServerConnection], bool]) -> list[ServerConnection]:
+        """Keep only the connections ``wanted`` says yes to, oldest first as they were; the
+        others, returned."""
+        conns = self.conns
+        dropped: list[ServerConnection] = []
+        kept = 0
+        for i in range(self.count):
+            conn = conns[i]
+            assert conn is not None
+            if wanted(conn):
+                conns[kept] = conn
+                kept += 1
+            else:
+                dropped.append(conn)
+        for i in range(kept, self.count):
+            conns[i] = None
+        self.count = kept
+        return dropped
+
+
 class Pool:
     def __init__(self, db: Database, catalog_refresh: float = 60.0) -> None:
         self.db = db
         self.target: Upstream = db.target()
         self.tls = client_tls_context(self.target)
-        self.idle: dict[str, list[ServerConnection]] = {}
+        self.idle: dict[str, _Idle] = {}
+        self._last_idle = _Idle("")
+        """The ``idle`` entry used last: most pools have clients of one key only, and comparing
+        it costs less than a lookup by a long string."""
         self.size = 0  # open or opening connections
         self._waiters: deque[_Waiter] = deque()
         self.max_prepared = db.max_prepared_statements
@@ -91,21 +150,32 @@ class Pool:
             return None  # those who wait go first
         return self._pop_idle(key)
 
+    def _idle_of(self, key: str) -> _Idle:
+        idle = self._last_idle
+        if idle.key is key or idle.key == key:
+            return idle
+        found = self.idle.get(key)
+        if found is None:
+            found = self.idle[key] = _Idle(key)
+        self._last_idle = found
+        return found
+
     def _pop_idle(self, key: str) -> ServerConnection | None:
-        conns = self.idle.get(key)
-        while conns:
-            conn = conns.pop()
+        idle = self._idle_of(key)
+        while True:
+            conn = idle.pop()
+            if conn is None:
+                return None
             conn.pooled = False
             self._labels.idle.dec()
             if not conn.closed:
                 return conn
-        return None
 
     def _evict_other(self, key: str) -> bool:
-        """Close an idle connection of other parameters so ``key`` can have a slot."""
-        for other, conns in self.idle.items():
-            if other != key and conns:
-                evicted = conns.pop(0)
+        """Close the oldest idle connection of other parameters so ``key`` can have a slot."""
+        for other, idle in self.idle.items():
+            evicted = idle.pop_oldest() if other != key else None
+            if evicted is not None:
                 evicted.pooled = False
                 evicted.close()
                 self._labels.idle.dec()
@@ -187,10 +257,7 @@ class Pool:
             conn.close()
             return
         conn.pooled = True
-        conns = self.idle.get(conn.key)
-        if conns is None:  # (not setdefault: its default would be a new list every time)
-            conns = self.idle[conn.key] = []
-        conns.append(conn)
+        self._idle_of(conn.key).push(conn)
         self._labels.idle.inc()
 
     async def reset_and_release(self, conn: ServerConnection, reset_query: str | None) -> None:
@@ -233,12 +300,13 @@ class Pool:
 
     def close_idle(self, older_than: float | None = None) -> None:
         now = clocks.monotonic()
-        for conns in self.idle.values():
-            for conn in list(conns):
-                if older_than is None or now - conn.last_used > older_than:
-                    conns.remove(conn)
-                    self._labels.idle.dec()
-                    conn.close()
+        for idle in self.idle.values():
+            closing = idle.keep(
+                lambda conn: older_than is not None and now - conn.last_used <= older_than
+            )
+            for conn in closing:
+                self._labels.idle.dec()
+                conn.close()
 
     async def check(self) -> None:
         """Readiness: can a fresh connection be made? Raises UpstreamError if not."""
