@@ -233,12 +233,18 @@ scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             break;
         unsigned char x = a[i], y = b[j];
         if (is_digit(x) && is_digit(y)) {
-            Py_ssize_t si = i, sj = j;
+            /* The two runs, side by side while their digits are equal: they are equal runs
+             * when neither goes on where that stops. */
+            while (i < n && j < m && a[i] == b[j] && is_digit(a[i])) {
+                i++;
+                j++;
+            }
+            int unequal = (i < n && is_digit(a[i])) || (j < m && is_digit(b[j]));
             while (i < n && is_digit(a[i]))
                 i++;
             while (j < m && is_digit(b[j]))
                 j++;
-            if (i - si != j - sj || memcmp(a + si, b + sj, i - si) != 0) {
+            if (unequal) {
                 if (all_fixed || (runs < fixed_len && fixed[runs]))
                     fixed_differs = 1;
                 else
