@@ -102,13 +102,18 @@ class _Idle:
         return dropped
 
 
+_NO_IDLE: Final = _Idle("")
+"""``Pool._last_idle`` before any key is used: no key is empty (``pool_key``), so nothing is
+ever found or pushed there."""
+
+
 class Pool:
     def __init__(self, db: Database, catalog_refresh: float = 60.0) -> None:
         self.db = db
         self.target: Upstream = db.target()
         self.tls = client_tls_context(self.target)
         self.idle: dict[str, _Idle] = {}
-        self._last_idle = _Idle("")
+        self._last_idle = _NO_IDLE
         """The ``idle`` entry used last: most pools have clients of one key only, and comparing
         it costs less than a lookup by a long string."""
         self.size = 0  # open or opening connections
@@ -299,6 +304,9 @@ class Pool:
     # --- housekeeping ----------------------------------------------------------------------
 
     def close_idle(self, older_than: float | None = None) -> None:
+        """Close the idle connections unused for ``older_than`` seconds (None: all), and
+        forget the keys left without any (clients that each connected with parameters of
+        their own, an application_name with a process id, would otherwise add one for good)."""
         now = clocks.monotonic()
         for idle in self.idle.values():
             closing = idle.keep(
@@ -307,6 +315,9 @@ class Pool:
             for conn in closing:
                 self._labels.idle.dec()
                 conn.close()
+        for key in [key for key, idle in self.idle.items() if not idle.count]:
+            del self.idle[key]
+        self._last_idle = _NO_IDLE  # (it may be one of those forgotten)
 
     async def check(self) -> None:
         """Readiness: can a fresh connection be made? Raises UpstreamError if not."""

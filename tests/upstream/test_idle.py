@@ -3,9 +3,10 @@ array, so its bookkeeping must hold however connections come and go."""
 
 from __future__ import annotations
 
+from proxyworker.config.loader import loads
 from proxyworker.config.schema import parse_upstream
-from proxyworker.upstream.connection import ServerConnection
-from proxyworker.upstream.pool import _Idle
+from proxyworker.upstream.connection import ServerConnection, pool_key
+from proxyworker.upstream.pool import Pool, _Idle
 
 TARGET = parse_upstream("postgresql://app@127.0.0.1:5432/app")
 
@@ -49,3 +50,25 @@ def test_keep_drops_the_unwanted_and_keeps_the_order_of_the_rest() -> None:
     assert idle.conns == [conns[0], conns[2], conns[4], None, None]
     assert idle.keep(lambda conn: False) == [conns[0], conns[2], conns[4]]
     assert idle.pop() is None
+
+
+def test_the_pool_forgets_keys_left_without_idle_connections() -> None:
+    """Each client with parameters of its own adds a key; housekeeping drops those with no
+    connection idle, and a key used again afterwards still finds what it gives back."""
+    config = loads(
+        '[listen]\nport = 1\n\n[[users]]\nname = "u"\npassword = "p"\n\n[[databases]]\n'
+        'name = "app"\nupstream = "postgresql://app@127.0.0.1:5432/app"\n'
+    )
+    pool = Pool(config.databases[0])
+    a, b = (ServerConnection(TARGET, pool_key({"application_name": name})) for name in "ab")
+    for conn in (a, b):
+        pool.release(conn)
+    assert pool.acquire_idle(a.key) is a  # (a's key is the one used last now)
+    pool.close_idle(older_than=3600)
+    assert list(pool.idle) == [b.key]
+    pool.release(a)  # (seen by housekeeping too, not only as the key used last)
+    assert sorted(pool.idle) == sorted([a.key, b.key])
+    assert pool.acquire_idle(a.key) is a
+    assert pool.acquire_idle(b.key) is b
+    pool.close_idle()
+    assert pool.idle == {}
