@@ -71,6 +71,42 @@ equal_prefix(const unsigned char *a, Py_ssize_t n, const unsigned char *b, Py_ss
     return k;
 }
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* 0x80 in each byte of `w` that is an ASCII digit, 0 in the others: exact per byte (the low
+ * 7 bits plus 0x50 reach 0x80 from '0' on, plus 0x46 from ':' on, and neither carries into
+ * the next byte; a byte with its high bit set is no digit). */
+static uint64_t
+digit_bytes(uint64_t w)
+{
+    uint64_t low = w & 0x7f7f7f7f7f7f7f7fULL;
+    return (low + 0x5050505050505050ULL) & ~(low + 0x4646464646464646ULL) & ~w &
+           0x8080808080808080ULL;
+}
+#endif
+
+/* How many runs of digits start in a[from:to] (a run starts at a digit not preceded by one). */
+static Py_ssize_t
+run_starts(const unsigned char *a, Py_ssize_t from, Py_ssize_t to)
+{
+    Py_ssize_t count = 0, p = from;
+    int before = from > 0 && is_digit(a[from - 1]);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (to - p >= 8) {
+        uint64_t digits = digit_bytes(word(a + p));
+        /* A digit whose byte before (the word's bytes go up from its first) is none. */
+        count += __builtin_popcountll(digits & ~(digits << 8 | (before ? 0x80 : 0)));
+        before = (digits >> 63) != 0;
+        p += 8;
+    }
+#endif
+    for (; p < to; p++) {
+        int digit = is_digit(a[p]);
+        count += digit && !before;
+        before = digit;
+    }
+    return count;
+}
+
 /* The length a message at `m` declares (its 4 bytes after the kind, big-endian, unsigned: a
  * length over 2**31 is over any limit, as it is negative signed). */
 static long long
@@ -212,23 +248,23 @@ scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         fixed = (const unsigned char *)PyBytes_AS_STRING(fixed_arg);
         fixed_len = PyBytes_GET_SIZE(fixed_arg);
     }
-    /* Runs are told apart by their index only when some are fixed and some not; otherwise
-     * equal stretches are skipped a word at a time, without counting the runs in them. */
+    /* Runs are told apart by their index only when some are fixed and some not: then the
+     * runs of each equal stretch skipped are counted. */
     int count_runs = fixed_len > 0;
 
     Py_ssize_t i = 0, j = 0, runs = 0;
     int differs = 0, fixed_differs = 0;
     for (;;) {
-        if (!count_runs) {
-            Py_ssize_t from = i, k = equal_prefix(a + i, n - i, b + j, m - j);
-            i += k;
-            j += k;
-            /* Back to the start of a run the skip ended in (the bytes skipped are equal). */
-            while (i > from && is_digit(a[i - 1])) {
-                i--;
-                j--;
-            }
+        Py_ssize_t from = i, k = equal_prefix(a + i, n - i, b + j, m - j);
+        i += k;
+        j += k;
+        /* Back to the start of a run the skip ended in (the bytes skipped are equal). */
+        while (i > from && is_digit(a[i - 1])) {
+            i--;
+            j--;
         }
+        if (count_runs)
+            runs += run_starts(a, from, i);
         if (i == n || j == m)
             break;
         unsigned char x = a[i], y = b[j];
@@ -253,10 +289,7 @@ scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             runs++;
             continue;
         }
-        if (x != y)
-            return PyLong_FromLong(-1);
-        i++;
-        j++;
+        return PyLong_FromLong(-1); /* (the equal bytes were skipped: x and y differ) */
     }
     if (i != n || j != m)
         return PyLong_FromLong(-1);

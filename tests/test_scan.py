@@ -167,8 +167,9 @@ def test_the_c_frames_is_the_python_one(chunk: bytes, limit: int, table: bytes) 
 
 
 # Texts of a few letters, digits and spaces: runs of digits of many lengths, between them
-# stretches longer and shorter than a word.
-_TEXT = st.binary(max_size=60).map(lambda b: bytes(b"a0 9'x1234567"[x % 13] for x in b))
+# stretches longer and shorter than a word; and the bytes next to the digits ('/', ':') and a
+# byte whose low 7 bits are a digit's (0xb1), for the word-at-a-time digit test.
+_TEXT = st.binary(max_size=60).map(lambda b: bytes(b"a0 9'x1234567/:\xb1"[x % 16] for x in b))
 
 
 @needs_build
