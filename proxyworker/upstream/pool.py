@@ -102,18 +102,13 @@ class _Idle:
         return dropped
 
 
-_NO_IDLE: Final = _Idle("")
-"""``Pool._last_idle`` before any key is used: no key is empty (``pool_key``), so nothing is
-ever found or pushed there."""
-
-
 class Pool:
     def __init__(self, db: Database, catalog_refresh: float = 60.0) -> None:
         self.db = db
         self.target: Upstream = db.target()
         self.tls = client_tls_context(self.target)
         self.idle: dict[str, _Idle] = {}
-        self._last_idle = _NO_IDLE
+        self._last_idle: _Idle | None = None
         """The ``idle`` entry used last: most pools have clients of one key only, and comparing
         it costs less than a lookup by a long string."""
         self.size = 0  # open or opening connections
@@ -157,7 +152,7 @@ class Pool:
 
     def _idle_of(self, key: str) -> _Idle:
         idle = self._last_idle
-        if idle.key is key or idle.key == key:
+        if idle is not None and (idle.key is key or idle.key == key):
             return idle
         found = self.idle.get(key)
         if found is None:
@@ -317,7 +312,7 @@ class Pool:
                 conn.close()
         for key in [key for key, idle in self.idle.items() if not idle.count]:
             del self.idle[key]
-        self._last_idle = _NO_IDLE  # (it may be one of those forgotten)
+        self._last_idle = None  # (it may be one of those forgotten)
 
     async def check(self) -> None:
         """Readiness: can a fresh connection be made? Raises UpstreamError if not."""

@@ -52,14 +52,26 @@ def test_keep_drops_the_unwanted_and_keeps_the_order_of_the_rest() -> None:
     assert idle.pop() is None
 
 
-def test_the_pool_forgets_keys_left_without_idle_connections() -> None:
-    """Each client with parameters of its own adds a key; housekeeping drops those with no
-    connection idle, and a key used again afterwards still finds what it gives back."""
+def _pool() -> Pool:
     config = loads(
         '[listen]\nport = 1\n\n[[users]]\nname = "u"\npassword = "p"\n\n[[databases]]\n'
         'name = "app"\nupstream = "postgresql://app@127.0.0.1:5432/app"\n'
     )
-    pool = Pool(config.databases[0])
+    return Pool(config.databases[0])
+
+
+def test_pools_never_share_idle_connections() -> None:
+    one, other = _pool(), _pool()
+    conn = ServerConnection(TARGET, "")  # (any key: the empty one too)
+    one.release(conn)
+    assert other.acquire_idle("") is None
+    assert one.acquire_idle("") is conn
+
+
+def test_the_pool_forgets_keys_left_without_idle_connections() -> None:
+    """Each client with parameters of its own adds a key; housekeeping drops those with no
+    connection idle, and a key used again afterwards still finds what it gives back."""
+    pool = _pool()
     a, b = (ServerConnection(TARGET, pool_key({"application_name": name})) for name in "ab")
     for conn in (a, b):
         pool.release(conn)
