@@ -94,7 +94,9 @@ run_starts(const unsigned char *a, Py_ssize_t from, Py_ssize_t to)
     while (to - p >= 8) {
         uint64_t digits = digit_bytes(word(a + p));
         /* A digit whose byte before (the word's bytes go up from its first) is none. */
-        count += __builtin_popcountll(digits & ~(digits << 8 | (before ? 0x80 : 0)));
+        uint64_t starts = digits & ~(digits << 8 | (before ? 0x80 : 0));
+        for (; starts; starts &= starts - 1) /* (few: no call to a generic popcount) */
+            count++;
         before = (digits >> 63) != 0;
         p += 8;
     }

@@ -124,9 +124,12 @@ class Pooling(SessionState):
     def _own_search_path(self) -> tuple[str, ...] | None:
         """The search_path the guard follows for this client, when it is not the startup one."""
         gate = self.gate
-        if gate is None or gate.search_path == self._startup_path:
+        if gate is None:
             return None
-        return gate.search_path
+        path = gate.search_path
+        if path is self._startup_path or path == self._startup_path:  # (mostly the same tuple)
+            return None
+        return path
 
     def _release_server(self, server: ServerConnection) -> None:
         assert self.pool is not None
