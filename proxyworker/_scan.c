@@ -9,6 +9,14 @@
 #include <stddef.h>
 #include <string.h>
 
+/* Whether a word read from memory (`word`) has the first byte lowest: then the position of a
+ * byte in it follows from its bits (`equal_prefix`, `run_starts`). */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define WORDS_LITTLE_ENDIAN 1
+#else
+#define WORDS_LITTLE_ENDIAN 0
+#endif
+
 static int
 is_digit(unsigned char c)
 {
@@ -58,7 +66,7 @@ equal_prefix(const unsigned char *a, Py_ssize_t n, const unsigned char *b, Py_ss
     while (n - k >= 8 && m - k >= 8) {
         uint64_t differ = word(a + k) ^ word(b + k);
         if (differ != 0) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if WORDS_LITTLE_ENDIAN
             return k + (__builtin_ctzll(differ) >> 3); /* (the first byte is the lowest) */
 #else
             break;
@@ -71,7 +79,6 @@ equal_prefix(const unsigned char *a, Py_ssize_t n, const unsigned char *b, Py_ss
     return k;
 }
 
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 /* 0x80 in each byte of `w` that is an ASCII digit, 0 in the others: exact per byte (the low
  * 7 bits plus 0x50 reach 0x80 from '0' on, plus 0x46 from ':' on, and neither carries into
  * the next byte; a byte with its high bit set is no digit). */
@@ -82,7 +89,6 @@ digit_bytes(uint64_t w)
     return (low + 0x5050505050505050ULL) & ~(low + 0x4646464646464646ULL) & ~w &
            0x8080808080808080ULL;
 }
-#endif
 
 /* How many runs of digits start in a[from:to] (a run starts at a digit not preceded by one). */
 static Py_ssize_t
@@ -90,7 +96,7 @@ run_starts(const unsigned char *a, Py_ssize_t from, Py_ssize_t to)
 {
     Py_ssize_t count = 0, p = from;
     int before = from > 0 && is_digit(a[from - 1]);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if WORDS_LITTLE_ENDIAN
     while (to - p >= 8) {
         uint64_t digits = digit_bytes(word(a + p));
         /* A digit whose byte before (the word's bytes go up from its first) is none. */
@@ -310,14 +316,6 @@ mix(uint64_t h, uint64_t w)
     return h ^ (h >> 29);
 }
 
-/* Whether any of a word's 8 bytes is an ASCII digit. */
-static int
-has_digit(uint64_t w)
-{
-    uint64_t x = w ^ 0x3030303030303030ULL; /* a digit's byte is now under 10 */
-    return ((x - 0x0a0a0a0a0a0a0a0aULL) & ~x & 0x8080808080808080ULL) != 0;
-}
-
 static PyObject *
 scan_shape_hash(PyObject *module, PyObject *raw)
 {
@@ -331,7 +329,7 @@ scan_shape_hash(PyObject *module, PyObject *raw)
         /* A segment: the bytes up to the next run of digits (or the end), as little-endian
          * words, the last one padded with zeros, then its length. */
         Py_ssize_t start = i;
-        while (n - i >= 8 && !has_digit(word(a + i))) {
+        while (n - i >= 8 && !digit_bytes(word(a + i))) {
             h = mix(h, word(a + i));
             i += 8;
         }
