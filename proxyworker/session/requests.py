@@ -24,7 +24,7 @@ from proxyworker.protocol.framing import following
 from proxyworker.protocol.tracker import Action, Request
 from proxyworker.session.guarded import mentions_proxy
 from proxyworker.session.responses import Responses
-from proxyworker.session.state import COPY_IN
+from proxyworker.session.state import COPY_IN, wants_tags
 from proxyworker.upstream.connection import ServerConnection
 
 log = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ class Requests(Responses):
                     # The decisions made for this request, audited when it completes.
                     if self._unit_events or self.policy.rows_budget is not None:
                         slot = self._audit_slot()
-                        if slot is not None and slot[1]:
+                        if wants_tags(slot):
                             self._tags_pending += 1
                         self._audit_pending.append(slot)
                     else:

@@ -23,7 +23,7 @@ from proxyworker.protocol import messages as m
 from proxyworker.protocol.framing import CONTINUATION
 from proxyworker.protocol.tracker import Action, Expectation, ProtocolDesync, Request
 from proxyworker.session.guarded import Guarded
-from proxyworker.session.state import STATUS_IDLE, carried_settings
+from proxyworker.session.state import STATUS_IDLE, carried_settings, wants_tags
 from proxyworker.upstream.connection import ServerConnection
 
 log = logging.getLogger(__name__)
@@ -166,8 +166,7 @@ class Responses(Guarded):
                 pending = self._audit_pending
                 if (
                     pending
-                    and (slot := pending[0]) is not None
-                    and slot[1]
+                    and wants_tags(pending[0])
                     and _clients_statement(expectation, self._completes)
                 ):
                     self._last_tag = bytes(view[5:-1])
@@ -297,7 +296,7 @@ class Responses(Guarded):
         self._labels.latency.observe(elapsed)
         if self._audit_pending:
             slot = self._audit_pending.popleft()
-            if slot is not None and slot[1]:
+            if wants_tags(slot):
                 self._tags_pending -= 1
             if slot is not None and (slot[1] or self._guard_refusal is not None):
                 self._audited(slot[0], elapsed, self._settle_rows())

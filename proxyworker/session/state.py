@@ -67,6 +67,11 @@ AuditSlot = tuple[tuple[Kept, ...], bool] | None
 needed; None when nothing is left to audit (``Guarded._audit_slot``)."""
 
 
+def wants_tags(slot: AuditSlot) -> bool:
+    """Does the request this slot is for want its command tags (and rows) read?"""
+    return slot is not None and slot[1]
+
+
 # Session settings the server reports (ParameterStatus) that a client may change. In transaction
 # mode a client's values are set again on whichever server connection serves it next.
 CARRIED_SETTINGS: Final = (

@@ -152,7 +152,7 @@ class Pool:
 
     def _idle_of(self, key: str) -> _Idle:
         idle = self._last_idle
-        if idle is not None and (idle.key is key or idle.key == key):
+        if idle is not None and idle.key == key:  # (interned keys: equal as one object)
             return idle
         found = self.idle.get(key)
         if found is None:
