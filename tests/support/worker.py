@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.net import free_port, wait_for_port
+from tests.support.pgcluster import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -76,11 +77,11 @@ class WorkerProcess:
         """Until the worker has no client connection: ``start``'s probes of the port were
         clients too, and a worker busy when they came may accept them together with a
         test's first connection (a test that counts clients starts after this)."""
-        deadline = time.monotonic() + timeout
-        while "\nsqlproxy_client_connections 0.0\n" not in self.http("/metrics")[1]:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the worker still counts client connections")
-            time.sleep(0.02)
+        wait_until(
+            lambda: "\nsqlproxy_client_connections 0.0\n" in self.http("/metrics")[1],
+            timeout,
+            interval=0.02,
+        )
 
     def dsn(
         self, db: str = "app", user: str = APP_USER, password: str = APP_PASSWORD, **kw: str
