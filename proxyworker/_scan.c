@@ -74,6 +74,14 @@ equal_prefix(const unsigned char *a, Py_ssize_t n, const unsigned char *b, Py_ss
         }
         k += 8;
     }
+#if WORDS_LITTLE_ENDIAN
+    /* The last bytes before the shorter one ends: one word reaching back over equal ones. */
+    Py_ssize_t end = n < m ? n : m;
+    if (k < end && end >= 8) {
+        uint64_t differ = word(a + end - 8) ^ word(b + end - 8);
+        return differ == 0 ? end : end - 8 + (__builtin_ctzll(differ) >> 3);
+    }
+#endif
     while (k < n && k < m && a[k] == b[k])
         k++;
     return k;
@@ -257,10 +265,11 @@ scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         fixed_len = PyBytes_GET_SIZE(fixed_arg);
     }
     /* Runs are told apart by their index only when some are fixed and some not: then the
-     * runs of each equal stretch skipped are counted. */
+     * runs before an unequal one are counted, when one is met (`counted` bytes of `a` so far:
+     * equal texts count none). */
     int count_runs = fixed_len > 0;
 
-    Py_ssize_t i = 0, j = 0, runs = 0;
+    Py_ssize_t i = 0, j = 0, runs = 0, counted = 0;
     int differs = 0, fixed_differs = 0;
     for (;;) {
         Py_ssize_t from = i, k = equal_prefix(a + i, n - i, b + j, m - j);
@@ -271,12 +280,14 @@ scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             i--;
             j--;
         }
-        if (count_runs)
-            runs += run_starts(a, from, i);
         if (i == n || j == m)
             break;
         unsigned char x = a[i], y = b[j];
         if (is_digit(x) && is_digit(y)) {
+            if (count_runs) {
+                runs += run_starts(a, counted, i);
+                counted = i;
+            }
             /* The two runs, side by side while their digits are equal: they are equal runs
              * when neither goes on where that stops. */
             while (i < n && j < m && a[i] == b[j] && is_digit(a[i])) {
@@ -295,6 +306,7 @@ scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                     differs = 1;
             }
             runs++;
+            counted = i;
             continue;
         }
         return PyLong_FromLong(-1); /* (the equal bytes were skipped: x and y differ) */
