@@ -18,7 +18,8 @@ same shape in about the time of one dict lookup, without parsing:
   the last time it was found (a session repeats its sequence of statements: BEGIN, UPDATE,
   SELECT, ..., END), then with the one last found for a text of its length (modulo 64): a
   session mostly sends the same few statements with other values, and a comparison costs less
-  than making the key and looking it up.
+  than making the key and looking it up. Before even that, a text that is the very object
+  found last (the session keeps an unchanged Parse message's text) is found without comparing.
 - Locating literals is one regex pass, done when a result is stored. It recognises plain
   string literals ('...', quotes doubled), numbers, and quoted identifiers (kept). Anything
   that could make its reading differ from the server's — comments, dollar quotes, prefixed
@@ -118,16 +119,21 @@ class ShapeCache(Generic[_T]):
     of its shape. ``get`` also says whether the text found is the one stored; ``find``, for
     the hot path, says it in ``own`` instead of making a tuple."""
 
-    __slots__ = ("_entries", "_last", "_maxsize", "_recent", "own")
+    __slots__ = ("_entries", "_last", "_last_raw", "_maxsize", "_recent", "own")
 
     def __init__(self, maxsize: int) -> None:
         self._entries: dict[int, _Entry[_T]] = {}
         self._maxsize = maxsize
         self._recent: list[_Entry[_T] | None] = [None] * _RECENT
         """The entry last stored or found for a text of each length (modulo ``_RECENT``),
-        compared first: a session sends the same few statements with other values."""
+        compared first: a session sends the same few statements with other values. (An entry
+        since replaced stays until its slot is filled again: ``live`` tells.)"""
         self._last: _Entry[_T] | None = None
         """The entry last found or stored: its ``next`` is compared first of all."""
+        self._last_raw: bytes | None = None
+        """The text ``_last`` was last found for (that very object, None after a store): a
+        text that is it compares as it did, and is found without comparing (a session's
+        unchanged Parse message is one object, kept by the session)."""
         self.own = False
         """After ``find`` found a value: was it stored for that very text? (Set only when a
         value is found.)"""
@@ -142,31 +148,35 @@ class ShapeCache(Generic[_T]):
     def find(self, raw: bytes) -> _T | None:
         last = self._last
         if last is not None:
+            if raw is self._last_raw and last.live:
+                last.next = last  # (as if found by comparing: ``_follows``)
+                return last.value  # (and ``own`` is still what it was then)
             entry = last.next
             if entry is not None and entry.live:
                 match = same_shape(raw, entry.reference, entry.fixed)
                 if match != OTHER_SHAPE:
-                    return self._found(entry, match)
+                    return self._found(entry, match, raw)
         slot = len(raw) % _RECENT
         entry = self._recent[slot]
-        if entry is not None:
+        if entry is not None and entry.live:  # (a slot may keep an entry since replaced)
             match = same_shape(raw, entry.reference, entry.fixed)
             if match != OTHER_SHAPE:
-                return self._found(entry, match)
+                return self._found(entry, match, raw)
         if len(raw) > MAX_SHAPED_TEXT:
             return None
         entry = self._entries.get(shape_hash(raw))
         if entry is None:
             return None
         self._recent[slot] = entry
-        return self._found(entry, same_shape(raw, entry.reference, entry.fixed))
+        return self._found(entry, same_shape(raw, entry.reference, entry.fixed), raw)
 
-    def _found(self, entry: _Entry[_T], match: int) -> _T | None:
+    def _found(self, entry: _Entry[_T], match: int, raw: bytes) -> _T | None:
         """What ``find`` returns for a text that compared with ``entry``'s as ``match``."""
         if match < SAME_SHAPE:  # (OTHER_SHAPE or FIXED_DIFFERS)
             return None
         self.own = match == SAME_TEXT
         self._follows(entry)
+        self._last_raw = raw
         return entry.value
 
     def _follows(self, entry: _Entry[_T]) -> None:
@@ -183,21 +193,19 @@ class ShapeCache(Generic[_T]):
         entry = _Entry(value, raw, fixed_runs(raw) if shaped else None)
         key = shape_hash(raw)
         replaced = self._entries.get(key)
-        if replaced is not None:  # (what the recent entries hold, the dict holds too)
+        if replaced is not None:  # (never found again: recent slots and ``next`` may keep it)
             replaced.live, replaced.next = False, None
-            slot = len(replaced.reference) % _RECENT
-            if self._recent[slot] is replaced:
-                self._recent[slot] = None
         self._entries[key] = entry
         self._recent[len(raw) % _RECENT] = entry
         self._follows(entry)  # (stored after a find missed it: as if found)
+        self._last_raw = None
 
     def clear(self) -> None:
         for entry in self._entries.values():
             entry.live, entry.next = False, None  # (no cycles left for the collector)
         self._entries.clear()
         self._recent = [None] * _RECENT
-        self._last = None
+        self._last = self._last_raw = None
 
 
 # Statement kinds whose effects depend on names and structure only, never on literal values.

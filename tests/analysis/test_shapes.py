@@ -250,3 +250,28 @@ def test_the_statement_that_followed_last_time_is_compared_first() -> None:
     cache._entries, cache._recent = {}, [None] * len(cache._recent)  # (no other way left)
     for text in [*sequence[1:], sequence[0]]:
         assert cache.get(text.replace(b"7", b"12")) == (text.decode(), b"7" not in text)
+
+
+def test_the_text_found_last_is_found_again_without_comparing() -> None:
+    """The same object as the text found last: found again with what it was found as, and
+    never once its entry was replaced or the cache cleared."""
+    cache: ShapeCache[str] = ShapeCache(16)
+    cache.put(b"SELECT * FROM t WHERE id = 1", "one", shaped=True)
+    text = b"SELECT * FROM t WHERE id = 2"
+    assert cache.get(text) == ("one", False)
+    cache._entries, cache._recent = {}, [None] * len(cache._recent)  # (only the identity left)
+    assert cache.get(text) == ("one", False)
+    cache.put(b"SELECT * FROM t WHERE id = 1", "again", shaped=True)
+    assert cache.get(text) == ("again", False)
+    cache.clear()
+    assert cache.get(text) is None
+
+
+def test_an_entry_replaced_is_not_found_through_the_length_it_was_last_found_for() -> None:
+    """An entry found for a text of another length is kept for that length too; once
+    replaced, that slot must not answer for the entry replacing it."""
+    cache: ShapeCache[str] = ShapeCache(16)
+    cache.put(b"SELECT * FROM t WHERE id = 12", "that text", shaped=False)
+    assert cache.get(b"SELECT * FROM t WHERE id = 1") is None  # (kept for length 28 now)
+    cache.put(b"SELECT * FROM t WHERE id = 12", "its shape", shaped=True)
+    assert cache.get(b"SELECT * FROM t WHERE id = 1") == ("its shape", False)
