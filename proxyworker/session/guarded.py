@@ -367,15 +367,7 @@ class Guarded(Pooling):
             if rewritten is not None:
                 prefix += self._bind_rewritten(rewritten, portal, server)
             return prefix, False, view
-        raw_body = bytes(body)
-        if raw_body == self._parse_body:
-            # The same Parse body as the last one (pgbench -M extended, most drivers' unnamed
-            # statements): parse_parse is a function of the bytes alone.
-            parsed, raw = self._parse_memo
-        else:
-            parsed = m.parse_parse(raw_body)
-            raw = parsed.sql.encode()
-            self._parse_body, self._parse_memo = raw_body, (parsed, raw)
+        parsed, raw = self._parse_of(bytes(view))
         verdict = self._verdict(gate, server, raw, "extended")
         decision = verdict.decision
         if type(decision) is Allow and (decision.verify or decision.alerts or self._sample_allowed):
@@ -423,12 +415,22 @@ class Guarded(Pooling):
             view = memoryview(m.parse(parsed.name, rewritten.sql, parsed.param_types))
         return b"", False, view
 
-    def _remembered_plain(self, gate: Gate, data: bytes) -> bool:
+    def _parse_of(self, message: bytes) -> tuple[m.ParseMessage, bytes]:
+        """A Parse message read, with its text's UTF-8 bytes. The last one is kept: drivers'
+        unnamed statements and pgbench -M extended send the same Parse again and again, and
+        what it reads as depends on its bytes alone."""
+        if message != self._parse_message:
+            statement = m.parse_parse(message[5:])
+            self._parse_message, self._parse_read = message, (statement, statement.sql.encode())
+        return self._parse_read
+
+    def _remembered_plain(self, gate: Gate, data: bytes, walk: i64) -> bool:
         """A guarded session's plain chunk (whole messages: ``Framer.frames``): every
-        statement in it (Query, Parse) has a remembered verdict that lets it through as it
-        is — allowed, nothing to check or alert, none of the worker's settings — so deciding
-        it again (``_verdict``) would record no event and change nothing. Then what deciding
-        does besides is done here; otherwise False, with nothing done."""
+        statement in it (Query, Parse; the last one among the first ``walk`` messages) has a
+        remembered verdict that lets it through as it is — allowed, nothing to check or
+        alert, none of the worker's settings — so deciding it again (``_verdict``) would
+        record no event and change nothing. Then what deciding does besides is done here;
+        otherwise False, with nothing done."""
         assert self.pool is not None
         policy = self.policy
         if policy.limits or policy.honeytoken_tables:
@@ -438,8 +440,8 @@ class Guarded(Pooling):
         names = self._plain_names  # (a scratch list: reuse.put)
         statics = reads = parses = 0
         end: i64 = 0
-        n: i64 = len(data)
-        while end < n:
+        _index: i64 = 0  # (declared: compiled, the loop's count then stays unboxed)
+        for _index in range(walk):
             start = end
             end = following(data, start)
             kind = data[start]
@@ -448,16 +450,13 @@ class Guarded(Pooling):
             if kind == m.QUERY:
                 raw = data[start + 5 : end - 1]
             else:
-                body = data[start + 5 : end]
-                if body == self._parse_body:
-                    statement, raw = self._parse_memo
+                if start == 0 and data.startswith(self._parse_message):
+                    statement, raw = self._parse_read  # (the last Parse again, not copied)
                 else:
                     try:
-                        statement = m.parse_parse(body)
+                        statement, raw = self._parse_of(data[start:end])
                     except m.MalformedMessage:
                         return False  # (the message-by-message path answers it)
-                    raw = statement.sql.encode()
-                    self._parse_body, self._parse_memo = body, (statement, raw)
                 put(names, parses, statement.name)
                 parses += 1
             verdict = gate.remembered(raw)
@@ -474,28 +473,37 @@ class Guarded(Pooling):
             _STATIC_PATH.inc(statics)
         if reads:
             _READ_PATH.inc(reads)
-        for i in range(parses):  # (as _gate_extended does for a Parse it lets through)
+        # As _gate_extended does for a Parse it lets through. (Sizes tested with len: compiled,
+        # a set's truth is a call.)
+        checked, audited, rewritten, dry = (
+            self._checked_statements,
+            self._audited_statements,
+            self._rewritten,
+            self._dry_parsed,
+        )
+        for i in range(parses):
             name = names[i]
-            self._checked_statements.discard(name)
-            if self._audited_statements:
-                self._audited_statements.pop(name, None)
-            if self._rewritten:
-                self._rewritten.pop(name, None)
-            if self._dry_parsed:
-                self._dry_parsed.discard(name)
+            if len(checked):
+                checked.discard(name)
+            if audited:
+                audited.pop(name, None)
+            if rewritten:
+                rewritten.pop(name, None)
+            if len(dry):
+                dry.discard(name)
         return True
 
     def _bind_armed(self) -> bool:
         """Could a Bind need anything of the guard: a statement needing the check or whose
         executions are audited, writes under honeytoken values, rewritten statements, portal
-        tags, dry run or preview? When
-        not, ``_gate_extended`` would return the Bind unchanged with nothing to do."""
-        return bool(
-            self._checked_statements
-            or self._audited_statements
-            or self._writing
-            or self._rewritten
-            or self._portal_tags
+        tags, dry run or preview? When not, ``_gate_extended`` would return the Bind unchanged
+        with nothing to do. (Sets tested with len: compiled, a set's truth is a call.)"""
+        return (
+            len(self._checked_statements) != 0
+            or bool(self._audited_statements)
+            or len(self._writing) != 0
+            or bool(self._rewritten)
+            or bool(self._portal_tags)
             or self.modes.active
         )
 

@@ -121,7 +121,7 @@ class Requests(Responses):
             or (
                 gate is not None
                 and (
-                    self._tokens
+                    len(self._tokens) != 0  # (len: compiled, a tuple's truth is a call)
                     or self._unit_events
                     or self.policy.rows_budget is not None
                     or self._sample_allowed
@@ -136,15 +136,20 @@ class Requests(Responses):
         units = binds = 0
         kind = 0
         i: i64 = 0
+        walk: i64 = 0  # messages up to the last Query or Parse
         count: i64 = len(frames)
         while i < count:
             kind = frames[i]
             if kind == m.QUERY or kind == m.SYNC:
                 units += 1
+                if kind == m.QUERY:
+                    walk = i // 2 + 1
             elif kind == m.BIND:
                 binds += 1
-            elif kind == m.PARSE and statements is not None and frames[i + 1]:
-                return False  # transaction mode: a named statement to rename
+            elif kind == m.PARSE:
+                if statements is not None and frames[i + 1]:
+                    return False  # transaction mode: a named statement to rename
+                walk = i // 2 + 1
             i += 2
         last = kind
         if statements is not None and statements:
@@ -157,7 +162,7 @@ class Requests(Responses):
             return False
         if gate is not None and (
             (binds and self._bind_armed())
-            or not self._remembered_plain(gate, data)  # (last: it counts)
+            or not self._remembered_plain(gate, data, walk)  # (last: it counts)
         ):
             return False
         if resets:
@@ -185,7 +190,7 @@ class Requests(Responses):
                 left -= 1
             assert self._labels is not None
             self._labels.queries.inc(units)
-            if gate is not None and self._parsed_now:
+            if gate is not None and len(self._parsed_now) != 0:  # (as _tokens above)
                 self._parsed_now.clear()
         self._unsynced = last != m.QUERY and last != m.SYNC
         self._forwarded = True

@@ -194,9 +194,10 @@ class SessionState(asyncio.Protocol):
         self._readable = False
         """The guard found ``settings`` let it read statement text (``Guarded._text_refusal``);
         cleared whenever ``settings`` change, so they are looked at again."""
-        # The last Parse body and what parse_parse made of it, with its text's UTF-8 bytes.
-        self._parse_body: bytes | None = None  # (None: no body equals it, not even b"")
-        self._parse_memo: tuple[m.ParseMessage, bytes] = (m.ParseMessage("", "", b""), b"")
+        # The last Parse message and what parse_parse made of it, with its text's UTF-8 bytes
+        # (Guarded._parse_of; the first is no message, so no message equals it or begins so).
+        self._parse_message = b"-"
+        self._parse_read: tuple[m.ParseMessage, bytes] = (m.ParseMessage("", "", b""), b"")
         self._plain_names: list[str] = []  # (Guarded._remembered_plain's scratch)
         self._startup_path: tuple[str, ...] = ()
         self._carry_settings = False  # transaction mode: a server was just linked

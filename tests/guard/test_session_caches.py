@@ -217,4 +217,4 @@ def test_a_malformed_parse_is_never_taken_for_a_remembered_one() -> None:
         session.data_received(m.message(m.PARSE, body) + m.message(m.SYNC))
         answer = sansio.sent_to_client(session)
         assert answer[:1] == b"E" and m.parse_fields(answer[5:])["C"] == "08P01"
-        assert session._parse_body != body and sansio.sent(server) == b""
+        assert session._parse_message != m.message(m.PARSE, body) and sansio.sent(server) == b""
