@@ -120,26 +120,6 @@ class Verdict:
             self.plain_query = plain and (not decision.verify or self.path == "static")
 
 
-@dataclass(frozen=True, slots=True)
-class _MadeFor:
-    """What the remembered verdicts were decided under; they are dropped when it changes."""
-
-    policy: Policy
-    catalog: Catalog | None
-    search_path: tuple[str, ...]
-    sticky: int
-    """How many tables were held limited (``Gate.sticky`` only grows)."""
-
-    def holds(self, gate: Gate) -> bool:
-        path = gate.search_path
-        return (
-            self.policy is gate.policy
-            and self.catalog is gate.catalog
-            and (self.search_path is path or self.search_path == path)
-            and self.sticky == len(gate.sticky)
-        )
-
-
 @dataclass(slots=True)
 class Gate:
     policy: Policy
@@ -167,7 +147,12 @@ class Gate:
         default_factory=lambda: ShapeCache(MAX_VERDICTS)
     )
     """Remembered verdicts: for the text decided, and for other texts of its shape."""
-    _verdicts_for: _MadeFor | None = None
+    # What they were decided under (``_expire_verdicts``); the count of tables held limited
+    # stands for ``sticky``, which only grows. (Fields of the gate: compared on every lookup.)
+    _made_policy: Policy | None = None
+    _made_catalog: Catalog | None = None
+    _made_path: tuple[str, ...] = ()
+    _made_sticky: int = -1
 
     @property
     def active(self) -> bool:
@@ -209,7 +194,13 @@ class Gate:
         catalog = self.catalog
         if self.ddl_pending or (catalog is not None and catalog.loaded_at <= self._ddl_at):
             return None
-        self._expire_verdicts()
+        if not (
+            self._made_path is self.search_path
+            and self._made_catalog is catalog
+            and self._made_policy is self.policy
+            and self._made_sticky == len(self.sticky)
+        ):
+            self._expire_verdicts()
         verdicts = self._verdicts
         found = verdicts.find(raw)
         if found is None:
@@ -218,12 +209,17 @@ class Gate:
         return found[0] if verdicts.own else found[1]
 
     def _expire_verdicts(self) -> None:
-        made = self._verdicts_for
-        if made is None or not made.holds(self):
+        """Drop the remembered verdicts if what they were decided under changed (an equal
+        search_path set again is no change), and note what they are decided under now."""
+        if not (
+            self._made_policy is self.policy
+            and self._made_catalog is self.catalog
+            and self._made_path == self.search_path
+            and self._made_sticky == len(self.sticky)
+        ):
             self._verdicts.clear()
-            self._verdicts_for = _MadeFor(
-                self.policy, self.catalog, self.search_path, len(self.sticky)
-            )
+        self._made_policy, self._made_catalog = self.policy, self.catalog
+        self._made_path, self._made_sticky = self.search_path, len(self.sticky)
 
     def statements(self, verdict: Verdict, sql: str) -> tuple[StatementInfo, ...]:
         """The verdict's statements with their own text (see ``Verdict.own_text``)."""
