@@ -24,7 +24,7 @@ from proxyworker.protocol.framing import following
 from proxyworker.protocol.tracker import Action, Request
 from proxyworker.session.guarded import mentions_proxy
 from proxyworker.session.responses import Responses
-from proxyworker.session.state import COPY_IN, wants_tags
+from proxyworker.session.state import COPY_IN
 from proxyworker.upstream.connection import ServerConnection
 
 log = logging.getLogger(__name__)
@@ -181,17 +181,14 @@ class Requests(Responses):
         if units:
             now = clocks.perf_counter()
             started = self._started
-            pending = None if gate is None else self._audit_pending
-            left = units
-            while left:
+            for _ in range(units):
                 started.append(now)
-                if pending is not None:
-                    pending.append(None)  # (nothing to audit)
-                left -= 1
             assert self._labels is not None
             self._labels.queries.inc(units)
-            if gate is not None and len(self._parsed_now) != 0:  # (as _tokens above)
-                self._parsed_now.clear()
+            if gate is not None:
+                self._audit_pending.skip(units)  # (nothing to audit)
+                if len(self._parsed_now) != 0:  # (as _tokens above)
+                    self._parsed_now.clear()
         self._unsynced = last != m.QUERY and last != m.SYNC
         self._forwarded = True
         transport = server.transport
@@ -267,12 +264,9 @@ class Requests(Responses):
                     self._parsed_now.clear()
                     # The decisions made for this request, audited when it completes.
                     if self._unit_events or self.policy.rows_budget is not None:
-                        slot = self._audit_slot()
-                        if wants_tags(slot):
-                            self._tags_pending += 1
-                        self._audit_pending.append(slot)
+                        self._audit_pending.append(self._audit_slot())
                     else:
-                        self._audit_pending.append(None)  # (_audit_slot's, without the call)
+                        self._audit_pending.skip(1)  # (_audit_slot's None, without the call)
                 if self._deciding:
                     # What the client sent after it waits until the worker's COMMIT/ROLLBACK,
                     # but for its COPY data (asyncpg sends it without waiting for the answer).

@@ -23,7 +23,7 @@ from proxyworker.protocol import messages as m
 from proxyworker.protocol.framing import CONTINUATION
 from proxyworker.protocol.tracker import Action, Expectation, ProtocolDesync, Request
 from proxyworker.session.guarded import Guarded
-from proxyworker.session.state import STATUS_IDLE, carried_settings, wants_tags
+from proxyworker.session.state import STATUS_IDLE, carried_settings
 from proxyworker.upstream.connection import ServerConnection
 
 log = logging.getLogger(__name__)
@@ -163,11 +163,8 @@ class Responses(Guarded):
                 changed = True
                 continue
             elif kind == m.COMMAND_COMPLETE:
-                pending = self._audit_pending
-                if (
-                    pending
-                    and wants_tags(pending[0])
-                    and _clients_statement(expectation, self._completes)
+                if self._audit_pending.front_wants_tags() and _clients_statement(
+                    expectation, self._completes
                 ):
                     self._last_tag = bytes(view[5:-1])
                     self._tag_rows += rows_of_tag(self._last_tag)
@@ -238,7 +235,7 @@ class Responses(Guarded):
         ``frames`` of ``ANSWERS``) to requests forwarded as is, and no command tag wanted by
         the audit. It goes to the client as it came, with the same bookkeeping as in
         ``server_data``. False, with nothing done, for any other chunk."""
-        if self._tags_pending:  # (a request in flight wants its command tags)
+        if self._audit_pending.tags:  # (a request in flight wants its command tags)
             i: i64 = 0
             n: i64 = len(frames)
             while i < n:
@@ -294,10 +291,8 @@ class Responses(Guarded):
         assert self._labels is not None
         elapsed = clocks.perf_counter() - self._started.popleft()
         self._labels.latency.observe(elapsed)
-        if self._audit_pending:
+        if len(self._audit_pending):
             slot = self._audit_pending.popleft()
-            if wants_tags(slot):
-                self._tags_pending -= 1
             if slot is not None and (slot[1] or self._guard_refusal is not None):
                 self._audited(slot[0], elapsed, self._settle_rows())
             else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple, cast
 
 from proxyworker import metrics
@@ -67,9 +67,76 @@ AuditSlot = tuple[tuple[Kept, ...], bool] | None
 needed; None when nothing is left to audit (``Guarded._audit_slot``)."""
 
 
-def wants_tags(slot: AuditSlot) -> bool:
-    """Does the request this slot is for want its command tags (and rows) read?"""
-    return slot is not None and slot[1]
+class AuditQueue:
+    """Per request in flight (a Query or Sync sent), in order, its ``AuditSlot``. Most
+    requests leave nothing to audit: their None is counted, not stored — a run of them is a
+    number, kept with the slot after it — and so are the slots that want their request's
+    command tags (``tags``)."""
+
+    __slots__ = ("_size", "_slots", "_stored", "_tail", "_taken", "tags")
+
+    def __init__(self) -> None:
+        self._slots: Fifo[tuple[int, tuple[tuple[Kept, ...], bool]]] = Fifo()
+        """Each slot with the number of Nones queued before it."""
+        self._stored = 0  # len(_slots)
+        self._taken = 0  # of the Nones before the front slot, how many were taken
+        self._tail = 0  # Nones queued after the last slot
+        self._size = 0
+        self.tags = 0
+        """How many slots queued want the command tags (and rows) of their request."""
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[AuditSlot]:
+        taken = self._taken
+        for before, slot in self._slots:
+            yield from [None] * (before - taken)
+            yield slot
+            taken = 0
+        yield from [None] * self._tail
+
+    def skip(self, count: int) -> None:
+        """Queue ``count`` requests that leave nothing to audit."""
+        self._tail += count
+        self._size += count
+
+    def append(self, slot: AuditSlot) -> None:
+        if slot is None:
+            self.skip(1)
+            return
+        self._slots.append((self._tail, slot))
+        self._stored += 1
+        self._tail = 0
+        self._size += 1
+        if slot[1]:
+            self.tags += 1
+
+    def front_wants_tags(self) -> bool:
+        """Does the oldest request in flight want its command tags?"""
+        if self.tags == 0:
+            return False
+        before, slot = self._slots[0]  # (tags: a slot is queued)
+        return self._taken == before and slot[1]
+
+    def popleft(self) -> AuditSlot:
+        """The oldest request's slot, taken; IndexError when none is in flight."""
+        if self._size == 0:
+            raise IndexError("no request in flight")
+        self._size -= 1
+        if self._stored == 0:
+            self._tail -= 1
+            return None
+        before, slot = self._slots[0]
+        if self._taken < before:
+            self._taken += 1
+            return None
+        self._slots.popleft()
+        self._stored -= 1
+        self._taken = 0
+        if slot[1]:
+            self.tags -= 1
+        return slot
 
 
 # Session settings the server reports (ParameterStatus) that a client may change. In transaction
@@ -204,8 +271,7 @@ class SessionState(asyncio.Protocol):
         self._tokens = worker.policy.honeytoken_values
         self._unit_events: list[Kept] = []  # decisions of the request being sent
         # Per request in flight, what its answer leaves to audit (Guarded._audit_slot).
-        self._audit_pending: Fifo[AuditSlot] = Fifo()
-        self._tags_pending = 0  # slots in _audit_pending that want command tags (slot[1])
+        self._audit_pending = AuditQueue()
         self._last_tag = b""
         self._guard_refusal: str | None = None  # a refusal raised by the server-side check
         self._server_fatal = False

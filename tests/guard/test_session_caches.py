@@ -19,6 +19,7 @@ from proxyworker.guard.checks import GUARD_SQLSTATE
 from proxyworker.guard.gate import Gate
 from proxyworker.protocol import messages as m
 from proxyworker.session import ClientSession
+from proxyworker.session.state import AuditSlot
 from proxyworker.upstream.connection import ServerConnection
 from tests.support import sansio
 
@@ -73,6 +74,11 @@ _ANSWER = (
     + m.message(m.COMMAND_COMPLETE, b"SELECT 1\x00")
     + m.ready_for_query(b"I")
 )
+
+
+def _last_slot(session: ClientSession) -> AuditSlot:
+    """What the request sent last leaves to audit."""
+    return [*session._audit_pending][-1]
 
 
 def test_text_settings_are_looked_at_again_after_a_parameter_status() -> None:
@@ -162,8 +168,8 @@ def test_an_unsampled_request_still_reports_a_refusal() -> None:
     )
     session.data_received(write)
     assert _sent(server) == write
-    assert session._audit_pending[-1] is not None
-    assert session._audit_pending[-1][1] is False  # unsampled: tags and rows not needed
+    slot = _last_slot(session)
+    assert slot is not None and slot[1] is False  # unsampled: tags and rows not needed
     session.server_data(
         server,
         m.message(m.PARSE_COMPLETE)
@@ -178,7 +184,7 @@ def test_an_unsampled_request_still_reports_a_refusal() -> None:
     assert session._guard_refusal is None
     # A request with no decision to audit: nothing is queued, a refusal is forgotten.
     session.data_received(_SELECT)
-    assert session._audit_pending[-1] is None
+    assert _last_slot(session) is None
     session.server_data(server, _refusal() + m.ready_for_query(b"I"))
     assert len(events) == 1 and session._guard_refusal is None
 
@@ -187,7 +193,7 @@ def test_a_static_query_keeps_no_event_nothing_can_refuse_it() -> None:
     session, server, events = _session()
     session.data_received(m.query(_STATIC_WRITE))
     assert _sent(server) == m.query(_STATIC_WRITE)  # no check sent with it
-    assert session._audit_pending[-1] is None
+    assert _last_slot(session) is None
     session.server_data(
         server, m.message(m.COMMAND_COMPLETE, b"UPDATE 1\x00") + m.ready_for_query(b"I")
     )
@@ -196,13 +202,14 @@ def test_a_static_query_keeps_no_event_nothing_can_refuse_it() -> None:
     for extra in ("\n[audit]\nsample_allowed = 1.0\n", '\n[honeytokens]\nvalues = ["canary-1"]\n'):
         session, server, events = _session(_CONFIG + extra)
         session.data_received(m.query(_STATIC_WRITE))
-        assert session._audit_pending[-1] is not None
+        assert _last_slot(session) is not None
 
 
 def test_sampled_requests_keep_their_tags_and_rows() -> None:
     session, server, events = _session(_CONFIG + "\n[audit]\nsample_allowed = 1.0\n")
     session.data_received(m.query(_STATIC_WRITE))
-    assert session._audit_pending[-1] is not None and session._audit_pending[-1][1]
+    slot = _last_slot(session)
+    assert slot is not None and slot[1]
     session.server_data(
         server, m.message(m.COMMAND_COMPLETE, b"UPDATE 1\x00") + m.ready_for_query(b"I")
     )
