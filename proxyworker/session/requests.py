@@ -181,7 +181,7 @@ class Requests(Responses):
         if units:
             now = clocks.perf_counter()
             started = self._started
-            for _ in range(units):
+            for _unit in range(units):  # (named: ``_`` is an object here, boxed each time)
                 started.append(now)
             assert self._labels is not None
             self._labels.queries.inc(units)

@@ -14,6 +14,8 @@ import itertools
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple, cast
 
+from mypy_extensions import i64
+
 from proxyworker import metrics
 from proxyworker.analysis import StatementInfo
 from proxyworker.guard.gate import Gate, Verdict
@@ -76,13 +78,14 @@ class AuditQueue:
     __slots__ = ("_size", "_slots", "_stored", "_tail", "_taken", "tags")
 
     def __init__(self) -> None:
-        self._slots: Fifo[tuple[int, tuple[tuple[Kept, ...], bool]]] = Fifo()
+        self._slots: Fifo[tuple[i64, tuple[tuple[Kept, ...], bool]]] = Fifo()
         """Each slot with the number of Nones queued before it."""
-        self._stored = 0  # len(_slots)
-        self._taken = 0  # of the Nones before the front slot, how many were taken
-        self._tail = 0  # Nones queued after the last slot
-        self._size = 0
-        self.tags = 0
+        # (Counts as i64: compiled, they are then added without checks for big numbers.)
+        self._stored: i64 = 0  # len(_slots)
+        self._taken: i64 = 0  # of the Nones before the front slot, how many were taken
+        self._tail: i64 = 0  # Nones queued after the last slot
+        self._size: i64 = 0
+        self.tags: i64 = 0
         """How many slots queued want the command tags (and rows) of their request."""
 
     def __len__(self) -> int:
@@ -96,7 +99,7 @@ class AuditQueue:
             taken = 0
         yield from [None] * self._tail
 
-    def skip(self, count: int) -> None:
+    def skip(self, count: i64) -> None:
         """Queue ``count`` requests that leave nothing to audit."""
         self._tail += count
         self._size += count
