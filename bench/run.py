@@ -1,12 +1,13 @@
 """``make bench``: pgbench directly, through PgBouncer and through the worker, interleaved.
 
-Each round runs every workload against every target. The two sides of each comparison run back
-to back, first one then the other in turn, so slow drifts of a shared 2-core machine (other
-processes, checkpoints, CPU frequency) neither fall between them nor favour whichever runs
-first. The table reports the median TPS over the rounds and, against the 0.9x target, the
-median of the worker/PgBouncer ratios of each round (drift between rounds cancels out of a
-ratio within one); a 1-client run measures the p50 latency the worker adds over a direct
-connection (target: 0.06 ms).
+Each round runs every workload against every target, each run in slices (3 of 2 s) that take
+turns with the other targets' slices. The two sides of each comparison run back to back, first
+one then the other in turn, so slow drifts of a shared 2-core machine (other processes,
+checkpoints, CPU frequency) neither fall between them nor favour whichever runs first, and a
+slow stretch of a few seconds falls on every target's slices alike. The table reports the
+median TPS over the rounds and, against the 0.9x target, the median of the worker/PgBouncer
+ratios of each round (drift between rounds cancels out of a ratio within one); a 1-client run
+measures the p50 latency the worker adds over a direct connection (target: 0.06 ms).
 
 The numbers are reported, not asserted: the exit status is non-zero only when the bench cannot
 run (a tool is missing, the database cannot be prepared, a proxy does not start). With
@@ -80,6 +81,13 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     add = parser.add_argument
     add("--duration", type=int, default=6, help="seconds per pgbench run (default 6)")
+    add(
+        "--slices",
+        type=int,
+        default=3,
+        help="run each target's run of a round in this many slices (of --duration / slices "
+        "s, whole seconds), taking turns with the other targets' slices (default 3)",
+    )
     add("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     add("--clients", type=int, default=8, help="pgbench clients for TPS runs (default 8)")
     add("--threads", type=int, default=2, help="pgbench threads (default 2, one per core)")
@@ -124,7 +132,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     add("--native", action="store_true", help="--profile: include C frames (uvloop, libuv)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.duration, args.latency_duration = 1, 2, 3
+        args.rounds, args.duration, args.slices, args.latency_duration = 1, 2, 1, 3
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or set(modes) - set(_MODES):
         parser.error("--modes takes session and/or transaction")
@@ -135,6 +143,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown workload {exc}; use simple, extended, tpcb")
     if min(args.duration, args.rounds, args.clients, args.threads, args.worker_processes) < 1:
         parser.error("--duration, --rounds, --clients, --threads, --worker-processes must be >= 1")
+    if args.slices < 1 or args.duration % args.slices:
+        parser.error("--slices must be >= 1 and divide --duration (pgbench -T takes seconds)")
     if args.profile is not None and args.worker_processes != 1:
         parser.error("--profile samples one process: use --worker-processes 1")
     return args
@@ -253,7 +263,8 @@ def _revision() -> str:
 
 def _estimate(args: argparse.Namespace, runs_per_round: int) -> int:
     latency_runs = 3 if "session" in args.modes else 1
-    per_round = runs_per_round * (args.duration + 1) + latency_runs * args.latency_duration * 1.2
+    per_round = runs_per_round * (args.duration + args.slices)  # (about 1 s to start a slice)
+    per_round += latency_runs * args.latency_duration * 1.2
     return int(args.rounds * (per_round + 2))
 
 
@@ -264,7 +275,8 @@ def _bench(
     command = shlex.join([".venv/bin/python", "bench/run.py", *(sys.argv[1:])])
     header = [f"command: {command}", *_machine(tools, direct)]
     header.append(
-        f"pgbench -c {args.clients} -j {args.threads} -T {args.duration}, scale {args.scale}, "
+        f"pgbench -c {args.clients} -j {args.threads} -T {args.duration} "
+        f"(in {args.slices} slice(s)), scale {args.scale}, "
         f"{args.rounds} interleaved round(s); worker --workers {args.worker_processes} "
         f"(guard {args.guard}); "
         "sslmode=disable everywhere, SCRAM client auth on both proxies, pool_size = clients"
@@ -277,12 +289,20 @@ def _bench(
     latency: dict[str, list[list[int]]] = {}  # per path, per round: transaction latencies
     latency_targets = [t for t in targets if t.mode in ("direct", "session")]
     started = time.monotonic()
+    seconds = args.duration // args.slices
     for round_no in range(args.rounds):
         for workload in args.workloads:
-            for target in _round_order(targets, round_no):
-                if workload.writes:
-                    settle(tools["psql"], direct)
-                result = _measured_run(args, tools, services, target, workload)
+            order = _round_order(targets, round_no)
+            slices: list[list[Run]] = [[] for _ in order]
+            for slice_no in range(args.slices):
+                for i in _slice_order(len(order), slice_no):
+                    if workload.writes:
+                        settle(tools["psql"], direct)
+                    slices[i].append(
+                        _measured_run(args, tools, services, order[i], workload, seconds)
+                    )
+            for target, runs in zip(order, slices, strict=True):
+                result = _combined(runs)
                 tps.setdefault((workload.name, target.name, target.mode), []).append(result)
                 shown = f"{result.tps:10.0f} tps" if result.tps is not None else result.error
                 if result.idle_cores is not None:
@@ -343,20 +363,53 @@ def _round_order(targets: list[Target], round_no: int) -> list[Target]:
     return [t for g in ordered for t in (reversed(g) if round_no % 2 else g)]
 
 
+def _slice_order(targets: int, slice_no: int) -> range:
+    """The order of a round's targets (by index) in one slice: as the round orders them, then
+    the other way round, so a pair's sides take turns at going first within a run as well."""
+    return range(targets) if slice_no % 2 == 0 else range(targets - 1, -1, -1)
+
+
+def _combined(slices: list[Run]) -> Run:
+    """A target's slices of one round as one run: its transactions over its time (a slice's
+    time is its transactions over its TPS, pgbench's time without connecting), its CPU per
+    transaction over all its transactions, the idle cores weighted by time. A failed slice
+    fails the run."""
+    for run in slices:
+        if run.tps is None:
+            return run
+    times = [run.transactions / run.tps if run.tps else 0.0 for run in slices]
+    transactions = sum(run.transactions for run in slices)
+    elapsed = sum(times)
+    idle: float | None = None
+    if elapsed and all(run.idle_cores is not None for run in slices):
+        idle = sum((r.idle_cores or 0.0) * t for r, t in zip(slices, times, strict=True)) / elapsed
+    cpu: tuple[float, float] | None = None
+    if transactions and all(run.cpu_us_per_tx is not None for run in slices):
+        user = system = 0.0
+        for run in slices:
+            assert run.cpu_us_per_tx is not None
+            user += run.cpu_us_per_tx[0] * run.transactions
+            system += run.cpu_us_per_tx[1] * run.transactions
+        cpu = (user / transactions, system / transactions)
+    tps = transactions / elapsed if elapsed else 0.0
+    return Run(tps, transactions, cpu_us_per_tx=cpu, idle_cores=idle)
+
+
 def _measured_run(
     args: argparse.Namespace,
     tools: dict[str, str],
     services: Services,
     target: Target,
     workload: Workload,
+    seconds: int,
 ) -> Run:
-    """One TPS run; for a proxy, also the CPU time its processes used per transaction; for
-    every run, how many cores the machine left idle."""
+    """One TPS run of ``seconds``; for a proxy, also the CPU time its processes used per
+    transaction; for every run, how many cores the machine left idle."""
     before = services.cpu_seconds(target.name) if target.mode != "direct" else None
     idle_before = _idle_seconds()
     started = time.monotonic()
     result = pgbench.run(
-        tools["pgbench"], target.endpoint, workload, args.clients, args.threads, args.duration
+        tools["pgbench"], target.endpoint, workload, args.clients, args.threads, seconds
     )
     idle = (_idle_seconds() - idle_before) / (time.monotonic() - started)
     result = dataclasses.replace(result, idle_cores=idle)

@@ -100,3 +100,21 @@ def test_the_idle_table_has_a_column_per_target_that_ran() -> None:
         f"| {name} | session | 0.01 | 0.15 | 0.22 | 0.20 |",
         f"| {name} | transaction | 0.01 | 0.17 |  |  |",
     ]
+
+
+def test_a_runs_slices_take_turns_in_both_directions() -> None:
+    assert [list(run._slice_order(3, n)) for n in range(3)] == [[0, 1, 2], [2, 1, 0], [0, 1, 2]]
+
+
+def test_a_targets_slices_add_up_to_one_run() -> None:
+    # 2,000 transactions in 2 s, then 500 in 1 s: 2,500 in 3 s; CPU and idle cores weighted.
+    fast = Run(1000.0, 2000, cpu_us_per_tx=(1.0, 10.0), idle_cores=0.2)
+    slow = Run(500.0, 500, cpu_us_per_tx=(3.0, 20.0), idle_cores=0.6)
+    combined = run._combined([fast, slow])
+    assert combined.tps == pytest.approx(2500 / 3) and combined.transactions == 2500
+    assert combined.cpu_us_per_tx == pytest.approx((1.4, 12.0))
+    assert combined.idle_cores == pytest.approx((0.2 * 2 + 0.6 * 1) / 3)
+    failed = Run(None, error="pgbench: connection refused")
+    assert run._combined([fast, failed, slow]) is failed
+    direct = run._combined([Run(1000.0, 2000, idle_cores=0.1), Run(1000.0, 1000)])
+    assert direct.cpu_us_per_tx is None and direct.idle_cores is None  # (not known for all)
