@@ -244,6 +244,44 @@ static PyTypeObject FramesType = {
     .tp_vectorcall_offset = offsetof(Frames, vectorcall),
 };
 
+#if WORDS_LITTLE_ENDIAN
+/* The 8 bytes of `text` (of `n`, at least 8) from `pos` (below `n`) on, as a word: those past
+ * its end read as 0, which is no digit (the last word of the text, shifted). */
+static inline uint64_t
+word_from(const unsigned char *text, Py_ssize_t pos, Py_ssize_t n)
+{
+    if (n - pos >= 8)
+        return word(text + pos);
+    return word(text + n - 8) >> (8 * (8 - (n - pos)));
+}
+#endif
+
+/* The runs of digits at a[*i] and b[*j], when each ends within the word read from its start:
+ * compared in a few steps (`*unequal`), `*i` and `*j` moved past them, and 1 returned; 0, with
+ * nothing done, otherwise (a run of 8 digits or more, a text shorter than a word). */
+static inline int
+short_runs(const unsigned char *a, Py_ssize_t n, const unsigned char *b, Py_ssize_t m,
+           Py_ssize_t *i, Py_ssize_t *j, int *unequal)
+{
+#if WORDS_LITTLE_ENDIAN
+    if (n < 8 || m < 8)
+        return 0;
+    uint64_t wa = word_from(a, *i, n), wb = word_from(b, *j, m);
+    uint64_t a_others = ~digit_bytes(wa) & 0x8080808080808080ULL;
+    uint64_t b_others = ~digit_bytes(wb) & 0x8080808080808080ULL;
+    if (a_others == 0 || b_others == 0)
+        return 0;
+    int a_len = __builtin_ctzll(a_others) >> 3, b_len = __builtin_ctzll(b_others) >> 3;
+    uint64_t run = (1ULL << (8 * a_len)) - 1; /* (a_len is 1 to 7: a[*i] is a digit) */
+    *unequal = a_len != b_len || ((wa ^ wb) & run) != 0;
+    *i += a_len;
+    *j += b_len;
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 /* same_shape(raw, reference, fixed) -> int */
 static PyObject *
 scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -288,17 +326,20 @@ scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 runs += run_starts(a, counted, i);
                 counted = i;
             }
-            /* The two runs, side by side while their digits are equal: they are equal runs
-             * when neither goes on where that stops. */
-            while (i < n && j < m && a[i] == b[j] && is_digit(a[i])) {
-                i++;
-                j++;
+            int unequal;
+            if (!short_runs(a, n, b, m, &i, &j, &unequal)) {
+                /* The two runs, side by side while their digits are equal: they are equal
+                 * runs when neither goes on where that stops. */
+                while (i < n && j < m && a[i] == b[j] && is_digit(a[i])) {
+                    i++;
+                    j++;
+                }
+                unequal = (i < n && is_digit(a[i])) || (j < m && is_digit(b[j]));
+                while (i < n && is_digit(a[i]))
+                    i++;
+                while (j < m && is_digit(b[j]))
+                    j++;
             }
-            int unequal = (i < n && is_digit(a[i])) || (j < m && is_digit(b[j]));
-            while (i < n && is_digit(a[i]))
-                i++;
-            while (j < m && is_digit(b[j]))
-                j++;
             if (unequal) {
                 if (all_fixed || (runs < fixed_len && fixed[runs]))
                     fixed_differs = 1;
