@@ -81,12 +81,12 @@ def _session(guard: bool, mode: str) -> tuple[ClientSession, ServerConnection]:
     session.pool = pool = worker.pools["bench"]
     session.policy = policy = worker.policies["bench"]
     session._labels = metrics.database_labels("bench")
-    pool.catalog.current = decide.pgbench_catalog()
+    pool.catalog.use(decide.pgbench_catalog())  # (outside an event loop: never expires)
     gate = Gate(policy, "bench", "bench", sticky=pool.limited, catalog=pool.catalog.current)
     if gate.active:
         session.gate = gate
         session._startup_path = gate.search_path  # (as the handshake sets it)
-    server = ServerConnection(pool.db.upstream, session.pool_key)
+    server = ServerConnection(pool.target, session.pool_key)
     server.transport = _Transport()  # type: ignore[assignment]
     if mode == "transaction":
         # As the handshake leaves it: the server pooled, taken again by each transaction.
