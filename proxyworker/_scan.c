@@ -282,12 +282,59 @@ short_runs(const unsigned char *a, Py_ssize_t n, const unsigned char *b, Py_ssiz
 #endif
 }
 
-/* same_shape(raw, reference, fixed) -> int */
+/* 0x80 in each byte of `w` that is not 0, 0 in the others. */
+static uint64_t
+nonzero_bytes(uint64_t w)
+{
+    return (((w & 0x7f7f7f7f7f7f7f7fULL) + 0x7f7f7f7f7f7f7f7fULL) | w) & 0x8080808080808080ULL;
+}
+
+/* Texts of one length: 1 when every byte at which they differ is a digit in both (their runs
+ * of digits then lie alike, the bytes between them are equal: one shape), with `*differs`
+ * telling whether any byte does; 0 otherwise, when only the run-by-run comparison can tell. */
+static int
+same_places(const unsigned char *a, const unsigned char *b, Py_ssize_t n, int *differs)
+{
+    uint64_t others = 0, differ = 0;
+#if WORDS_LITTLE_ENDIAN
+    if (n >= 8) {
+        /* A word at a time, the last one reaching back over bytes already compared. */
+        for (Py_ssize_t k = 0;; k += 8) {
+            if (k > n - 8)
+                k = n - 8;
+            uint64_t wa = word(a + k), wb = word(b + k);
+            if (wa != wb) { /* (few words differ: only they are looked at byte by byte) */
+                uint64_t d = nonzero_bytes(wa ^ wb);
+                differ |= d;
+                others |= d & ~(digit_bytes(wa) & digit_bytes(wb));
+            }
+            if (k == n - 8)
+                break;
+        }
+        *differs = differ != 0;
+        return others == 0;
+    }
+#endif
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (a[k] != b[k]) {
+            differ = 1;
+            others |= !(is_digit(a[k]) && is_digit(b[k]));
+        }
+    }
+    *differs = differ != 0;
+    return others == 0;
+}
+
+/* same_shape(raw, reference, fixed[, start, end]) -> int: raw[start:end] compared */
 static PyObject *
 scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     static const char *const names[] = {"raw", "reference", "fixed"};
-    if (!bytes_args("same_shape", args, nargs, 3, 2, names))
+    if (nargs != 3 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "same_shape() takes 3 or 5 arguments");
+        return NULL;
+    }
+    if (!bytes_args("same_shape", args, 3, 3, 2, names))
         return NULL;
     PyObject *fixed_arg = args[2];
     if (fixed_arg != Py_None && !bytes_arg(fixed_arg, "same_shape", "fixed"))
@@ -295,6 +342,18 @@ scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const unsigned char *a = (const unsigned char *)PyBytes_AS_STRING(args[0]);
     const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(args[1]);
     Py_ssize_t n = PyBytes_GET_SIZE(args[0]), m = PyBytes_GET_SIZE(args[1]);
+    if (nargs == 5) {
+        Py_ssize_t start = PyLong_AsSsize_t(args[3]), end = PyLong_AsSsize_t(args[4]);
+        if ((start == -1 || end == -1) && PyErr_Occurred())
+            return NULL;
+        if (start < 0 || start > end || end > n) {
+            PyErr_Format(PyExc_ValueError, "same_shape(): %zd:%zd is not within %zd bytes",
+                         start, end, n);
+            return NULL;
+        }
+        a += start;
+        n = end - start;
+    }
     int all_fixed = fixed_arg == Py_None;
     const unsigned char *fixed = NULL;
     Py_ssize_t fixed_len = 0;
@@ -306,9 +365,20 @@ scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
      * runs before an unequal one are counted, when one is met (`counted` bytes of `a` so far:
      * equal texts count none). */
     int count_runs = fixed_len > 0;
+    int differs = 0, fixed_differs = 0;
+    /* Texts of one length differing at digits alone (a session's statement with other
+     * values of as many digits) need no run found: unless only some runs are fixed. */
+    if (n == m && same_places(a, b, n, &differs)) {
+        if (!differs)
+            return PyLong_FromLong(2);
+        if (all_fixed)
+            return PyLong_FromLong(0);
+        if (!count_runs)
+            return PyLong_FromLong(1);
+        differs = 0;
+    }
 
     Py_ssize_t i = 0, j = 0, runs = 0, counted = 0;
-    int differs = 0, fixed_differs = 0;
     for (;;) {
         Py_ssize_t from = i, k = equal_prefix(a + i, n - i, b + j, m - j);
         i += k;
@@ -429,7 +499,7 @@ scan_contains_any(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef methods[] = {
     {"same_shape", (PyCFunction)(void (*)(void))scan_same_shape, METH_FASTCALL,
-     "same_shape(raw, reference, fixed) -> int"},
+     "same_shape(raw, reference, fixed[, start, end]) -> int"},
     {"shape_hash", (PyCFunction)scan_shape_hash, METH_O, "shape_hash(raw) -> int"},
     {"contains_any", (PyCFunction)(void (*)(void))scan_contains_any, METH_FASTCALL,
      "contains_any(data, chars) -> bool"},

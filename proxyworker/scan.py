@@ -98,12 +98,20 @@ def shape_hash_py(raw: bytes) -> int:
     return h ^ (h >> 33)
 
 
-def same_shape_py(raw: bytes, reference: bytes, fixed: bytes | None) -> int:
+def same_shape_py(
+    raw: bytes, reference: bytes, fixed: bytes | None, start: int = 0, end: int | None = None
+) -> int:
     """How ``raw`` compares with ``reference``, run of digits by run of digits: ``SAME_TEXT``;
     ``SAME_SHAPE`` when they differ only in runs of digits (where both have one) that are not
     fixed; ``FIXED_DIFFERS`` when they differ only in runs of digits but a fixed one is among
     them; else ``OTHER_SHAPE``. Run ``k`` of ``reference`` is fixed when ``fixed[k]`` is not
-    0 (runs past the end of ``fixed`` are not; None: every run is)."""
+    0 (runs past the end of ``fixed`` are not; None: every run is). With ``start`` and
+    ``end``, the text compared is ``raw[start:end]`` (a statement's text inside a message,
+    not copied out of it), within ``raw``."""
+    end = len(raw) if end is None else end
+    if not 0 <= start <= end <= len(raw):
+        raise ValueError(f"same_shape(): {start}:{end} is not within {len(raw)} bytes")
+    raw = raw[start:end]
     ours, theirs = _RUNS.split(raw), _RUNS.split(reference)  # text, run, text, ... text
     if len(ours) != len(theirs) or ours[0::2] != theirs[0::2]:
         return OTHER_SHAPE

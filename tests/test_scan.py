@@ -109,6 +109,27 @@ def test_same_shape(module: Any) -> None:
     # A run one text continues past the first word's end, where the two were equal.
     assert same_shape(b"SELECT 12 x", b"SELECT 1 x", b"") == scan.SAME_SHAPE
     assert same_shape(b"SELECT 1 x", b"SELECT 12 x", None) == scan.FIXED_DIFFERS
+    # Of one length: runs moved ("1 22" / "11 2") are another shape only if the bytes between
+    # differ; runs of as many digits that differ, by the fixed ones.
+    assert same_shape(b"a=1 b=22", b"a=11 b=2", b"") == scan.SAME_SHAPE
+    assert same_shape(b"a=1 b=22", b"a=11 c=2", b"") == scan.OTHER_SHAPE
+    assert same_shape(b"a=1 b=22", b"a=2 b=22", b"\x00\xff") == scan.SAME_SHAPE
+    assert same_shape(b"a=1 b=22", b"a=1 b=23", b"\x00\xff") == scan.FIXED_DIFFERS
+    assert same_shape(b"x1", b"xa", b"") == scan.OTHER_SHAPE  # short: byte by byte
+
+
+@pytest.mark.parametrize("module", versions())
+def test_same_shape_of_a_text_inside_a_message(module: Any) -> None:
+    same_shape = module.same_shape_py if module is scan else module.same_shape
+    text = b"SELECT abalance FROM pgbench_accounts WHERE aid = 42;"
+    query = msg(b"Q", text.replace(b"42", b"7") + b"\x00")
+    assert same_shape(query, text, b"", 5, len(query) - 1) == scan.SAME_SHAPE
+    assert same_shape(query, text, b"", 5, len(query)) == scan.OTHER_SHAPE  # (the NUL)
+    assert same_shape(query, query, b"", 0, len(query)) == scan.SAME_TEXT
+    assert same_shape(b"xx 1 yy", b"1", None, 3, 4) == scan.SAME_TEXT
+    for start, end in [(-1, 3), (4, 3), (0, len(query) + 1)]:
+        with pytest.raises(ValueError, match="is not within"):
+            same_shape(query, text, b"", start, end)
 
 
 @pytest.mark.parametrize("module", versions())
@@ -177,7 +198,7 @@ _TEXT = st.binary(max_size=60).map(lambda b: bytes(b"a0 9'x1234567/:\xb1"[x % 16
 @given(
     _TEXT,
     _TEXT,
-    st.integers(min_value=0, max_value=5),
+    st.integers(min_value=0, max_value=6),
     st.one_of(st.none(), st.just(b""), st.binary(max_size=8)),
 )
 def test_the_c_same_shape_is_the_python_one(
@@ -193,10 +214,16 @@ def test_the_c_same_shape_is_the_python_one(
         reference = scan._RUNS.sub(lambda run: run[0][:-1] or run[0] + b"7", raw)
     elif change == 4:  # the last byte differs: the word reaching back from the end
         reference = raw[:-1] + (b"x" if raw[-1:] != b"x" else b"1")
+    elif change == 5:  # its digits changed in place: a text of the same length
+        reference = raw.translate(bytes.maketrans(b"0123456789", b"9876543210"))
     else:
         reference = other
     assert _scan.same_shape(raw, reference, fixed) == scan.same_shape_py(raw, reference, fixed)
     assert _scan.shape_hash(raw) == scan.shape_hash_py(raw)
+    # The same text inside a message, between bytes of its own kind.
+    message = b"Q00\x00" + raw + b"7"
+    args = (message, reference, fixed, 4, 4 + len(raw))
+    assert _scan.same_shape(*args) == scan.same_shape_py(*args)
 
 
 @needs_build
@@ -227,8 +254,12 @@ def test_the_c_frames_fills_its_last_answer_again_only_when_nobody_holds_it() ->
 @needs_build
 def test_the_c_functions_refuse_what_they_cannot_read() -> None:
     assert _scan is not None
-    with pytest.raises(TypeError, match=r"same_shape\(\) takes 3 arguments"):
+    with pytest.raises(TypeError, match=r"same_shape\(\) takes 3 or 5 arguments"):
         _scan.same_shape(b"", b"")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"same_shape\(\) takes 3 or 5 arguments"):
+        _scan.same_shape(b"", b"", None, 0)
+    with pytest.raises(TypeError, match="an integer is required"):
+        _scan.same_shape(b"", b"", None, 0, "1")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="'reference' must be bytes, not str"):
         _scan.same_shape(b"", "", None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="'fixed' must be bytes, not int"):

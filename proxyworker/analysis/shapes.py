@@ -117,7 +117,8 @@ class _Entry(Generic[_T]):
 class ShapeCache(Generic[_T]):
     """Values (never None) by text; a value stored as ``shaped`` is found again by any text
     of its shape. ``get`` also says whether the text found is the one stored; ``find``, for
-    the hot path, says it in ``own`` instead of making a tuple."""
+    the hot path, says it in ``own`` instead of making a tuple; ``find_in`` finds a text where
+    it lies inside a message."""
 
     __slots__ = ("_entries", "_last", "_last_raw", "_maxsize", "_recent", "own")
 
@@ -131,9 +132,10 @@ class ShapeCache(Generic[_T]):
         self._last: _Entry[_T] | None = None
         """The entry last found or stored: its ``next`` is compared first of all."""
         self._last_raw: bytes | None = None
-        """The text ``_last`` was last found for (that very object, None after a store): a
-        text that is it compares as it did, and is found without comparing (a session's
-        unchanged Parse message is one object, kept by the session)."""
+        """The text ``_last`` was last found for (that very object; None after a store, or
+        when it was found inside a message): a text that is it compares as it did, and is
+        found without comparing (a session's unchanged Parse message is one object, kept by
+        the session)."""
         self.own = False
         """After ``find`` found a value: was it stored for that very text? (Set only when a
         value is found.)"""
@@ -146,32 +148,41 @@ class ShapeCache(Generic[_T]):
         return None if value is None else (value, self.own)
 
     def find(self, raw: bytes) -> _T | None:
+        return self.find_in(raw, 0, len(raw))
+
+    def find_in(self, data: bytes, start: int, end: int) -> _T | None:
+        """``find`` for the text ``data[start:end]`` (a statement's inside the message that
+        carries it): compared where it lies, copied only to make its key."""
+        whole = start == 0 and end == len(data)
         last = self._last
         if last is not None:
-            if raw is self._last_raw and last.live:
+            if whole and data is self._last_raw and last.live:
                 last.next = last  # (as if found by comparing: ``_follows``)
                 return last.value  # (and ``own`` is still what it was then)
             entry = last.next
             if entry is not None and entry.live:
-                match = same_shape(raw, entry.reference, entry.fixed)
+                match = same_shape(data, entry.reference, entry.fixed, start, end)
                 if match != OTHER_SHAPE:
-                    return self._found(entry, match, raw)
-        slot = len(raw) % _RECENT
+                    return self._found(entry, match, data if whole else None)
+        length = end - start
+        slot = length % _RECENT
         entry = self._recent[slot]
         if entry is not None and entry.live:  # (a slot may keep an entry since replaced)
-            match = same_shape(raw, entry.reference, entry.fixed)
+            match = same_shape(data, entry.reference, entry.fixed, start, end)
             if match != OTHER_SHAPE:
-                return self._found(entry, match, raw)
-        if len(raw) > MAX_SHAPED_TEXT:
+                return self._found(entry, match, data if whole else None)
+        if length > MAX_SHAPED_TEXT:
             return None
+        raw = data if whole else data[start:end]
         entry = self._entries.get(shape_hash(raw))
         if entry is None:
             return None
         self._recent[slot] = entry
         return self._found(entry, same_shape(raw, entry.reference, entry.fixed), raw)
 
-    def _found(self, entry: _Entry[_T], match: int, raw: bytes) -> _T | None:
-        """What ``find`` returns for a text that compared with ``entry``'s as ``match``."""
+    def _found(self, entry: _Entry[_T], match: int, raw: bytes | None) -> _T | None:
+        """What ``find`` returns for a text that compared with ``entry``'s as ``match``
+        (``raw``: the text, when it is an object of its own)."""
         if match < SAME_SHAPE:  # (OTHER_SHAPE or FIXED_DIFFERS)
             return None
         self.own = match == SAME_TEXT

@@ -120,6 +120,17 @@ class Verdict:
             self.plain_query = plain and (not decision.verify or self.path == "static")
 
 
+class _Remembered:
+    """A remembered verdict, and the same for other texts of its shape. (An object, not a
+    tuple: compiled, reading a tuple's items checks each one's type.)"""
+
+    __slots__ = ("elsewhere", "verdict")
+
+    def __init__(self, verdict: Verdict, elsewhere: Verdict) -> None:
+        self.verdict = verdict
+        self.elsewhere = elsewhere
+
+
 @dataclass(slots=True)
 class Gate:
     policy: Policy
@@ -143,9 +154,7 @@ class Gate:
     sets it before each decision; None: no budget)."""
     _path_for: tuple[str, ...] = ()
     _path: tuple[str, ...] = ()
-    _verdicts: ShapeCache[tuple[Verdict, Verdict]] = field(
-        default_factory=lambda: ShapeCache(MAX_VERDICTS)
-    )
+    _verdicts: ShapeCache[_Remembered] = field(default_factory=lambda: ShapeCache(MAX_VERDICTS))
     """Remembered verdicts: for the text decided, and for other texts of its shape."""
     # What they were decided under (``_expire_verdicts``); the count of tables held limited
     # stands for ``sticky``, which only grows. (Fields of the gate: compared on every lookup.)
@@ -185,12 +194,16 @@ class Gate:
             self._expire_verdicts()  # deciding may have added tables held limited
             shaped = literal_invariant(verdict.statements)
             elsewhere = dataclasses.replace(verdict, own_text=False) if shaped else verdict
-            self._verdicts.put(raw, (verdict, elsewhere), shaped)
+            self._verdicts.put(raw, _Remembered(verdict, elsewhere), shaped)
         return verdict
 
     def remembered(self, raw: bytes) -> Verdict | None:
         """The remembered verdict for this text (see ``decide_bytes``), if there is one and
         it may be used now; nothing is decided."""
+        return self.remembered_in(raw, 0, len(raw))
+
+    def remembered_in(self, data: bytes, start: int, end: int) -> Verdict | None:
+        """``remembered`` for the text ``data[start:end]`` (a Query's, inside its message)."""
         catalog = self.catalog
         if self.ddl_pending or (catalog is not None and catalog.loaded_at <= self._ddl_at):
             return None
@@ -202,11 +215,11 @@ class Gate:
         ):
             self._expire_verdicts()
         verdicts = self._verdicts
-        found = verdicts.find(raw)
+        found = verdicts.find_in(data, start, end)
         if found is None:
             return None
         # Another text differs only in ASCII digits: it is valid UTF-8 as well.
-        return found[0] if verdicts.own else found[1]
+        return found.verdict if verdicts.own else found.elsewhere
 
     def _expire_verdicts(self) -> None:
         """Drop the remembered verdicts if what they were decided under changed (an equal

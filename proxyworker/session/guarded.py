@@ -447,8 +447,8 @@ class Guarded(Pooling):
             kind = data[start]
             if kind != m.QUERY and kind != m.PARSE:
                 continue
-            if kind == m.QUERY:
-                raw = data[start + 5 : end - 1]
+            if kind == m.QUERY:  # (its text where it lies, not copied)
+                verdict = gate.remembered_in(data, start + 5, end - 1)
             else:
                 if start == 0 and data.startswith(self._parse_message):
                     statement, raw = self._parse_read  # (the last Parse again, not copied)
@@ -459,7 +459,7 @@ class Guarded(Pooling):
                         return False  # (the message-by-message path answers it)
                 put(names, parses, statement.name)
                 parses += 1
-            verdict = gate.remembered(raw)
+                verdict = gate.remembered(raw)
             if verdict is None or not (
                 verdict.plain_query if kind == m.QUERY else verdict.plain_parse
             ):

@@ -210,7 +210,10 @@ _SESSION_TEXTS = [
 
 @given(
     st.lists(
-        st.tuples(st.sampled_from(_SESSION_TEXTS), st.sampled_from(["get", "put", "put shaped"])),
+        st.tuples(
+            st.sampled_from(_SESSION_TEXTS),
+            st.sampled_from(["get", "get inside", "put", "put shaped"]),
+        ),
         max_size=40,
     )
 )
@@ -220,14 +223,20 @@ def test_what_get_keeps_of_the_last_lookup_never_changes_an_answer(
     """``get`` keeps the last entry it found for each length, and which entry was found after
     which, to skip the dict next time. A cache whose memory of them is wiped before every
     lookup answers alike throughout (a small maxsize: clearing when full is covered too; each
-    value stored is new, so a replaced or cleared entry found again would show)."""
+    value stored is new, so a replaced or cleared entry found again would show) — also when
+    the text is looked up where it lies inside a Query message (``find_in``)."""
     kept: ShapeCache[tuple[bytes, int]] = ShapeCache(3)
     wiped: ShapeCache[tuple[bytes, int]] = ShapeCache(3)
     for number, (text, operation) in enumerate(operations):
-        if operation == "get":
+        if operation.startswith("get"):
             wiped._recent = [None] * len(wiped._recent)
             wiped._last = None
-            assert kept.get(text) == wiped.get(text), text
+            if operation == "get":
+                assert kept.get(text) == wiped.get(text), text
+                continue
+            message = b"Q" + (len(text) + 5).to_bytes(4, "big") + text + b"\x00"
+            found = kept.find_in(message, 5, len(message) - 1)
+            assert (None if found is None else (found, kept.own)) == wiped.get(text), text
         else:
             for cache in (kept, wiped):
                 cache.put(text, (text, number), shaped=operation == "put shaped")
