@@ -108,8 +108,11 @@ class Verdict:
     (``Guarded._remembered_plain``; computed once, as ``switches``.)"""
     plain_parse: bool = field(init=False, default=False)
     """The same for a Parse, whose writes are always checked."""
+    static: bool = field(init=False, default=False)
+    """``path == "static"``, computed once (compiled, comparing strings is a call)."""
 
     def __post_init__(self) -> None:
+        self.static = self.path == "static"
         self.switches = any(
             i.kind is StatementKind.SET or i.command == "SHOW" for i in self.statements
         )
@@ -117,7 +120,7 @@ class Verdict:
         if isinstance(decision, Allow) and not decision.alerts:
             plain = not self.switches and self.check_sql is None
             self.plain_parse = plain and not decision.verify
-            self.plain_query = plain and (not decision.verify or self.path == "static")
+            self.plain_query = plain and (not decision.verify or self.static)
 
 
 class _Remembered:

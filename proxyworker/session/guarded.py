@@ -144,10 +144,7 @@ class Guarded(Pooling):
         turn it into a denial, so the event kept for that case (``_record``) is not needed.
         (In the extended protocol a later statement's check at the same Sync can.)"""
         return (
-            protocol == "simple"
-            and verdict.path == "static"
-            and not self._tokens
-            and not self.modes.active
+            protocol == "simple" and verdict.static and not self._tokens and not self.modes.active
         )
 
     def _record(self, verdict: Verdict, protocol: Literal["simple", "extended"]) -> None:
@@ -465,7 +462,7 @@ class Guarded(Pooling):
             ):
                 return False
             # (Remembered verdicts are read or static ones: gate._reusable.)
-            if verdict.path == "static":
+            if verdict.static:
                 statics += 1
             else:
                 reads += 1
@@ -473,6 +470,8 @@ class Guarded(Pooling):
             _STATIC_PATH.inc(statics)
         if reads:
             _READ_PATH.inc(reads)
+        if not parses:
+            return True
         # As _gate_extended does for a Parse it lets through. (Sizes tested with len: compiled,
         # a set's truth is a call.)
         checked, audited, rewritten, dry = (
