@@ -325,6 +325,13 @@ same_places(const unsigned char *a, const unsigned char *b, Py_ssize_t n, int *d
     return others == 0;
 }
 
+/* same_shape's answer: FIXED_DIFFERS (0), SAME_SHAPE (1) or SAME_TEXT (2) of scan.py. */
+static PyObject *
+shape_answer(int fixed_differs, int differs)
+{
+    return PyLong_FromLong(fixed_differs ? 0 : differs ? 1 : 2);
+}
+
 /* same_shape(raw, reference, fixed[, start, end]) -> int: raw[start:end] compared */
 static PyObject *
 scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -367,14 +374,11 @@ scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int count_runs = fixed_len > 0;
     int differs = 0, fixed_differs = 0;
     /* Texts of one length differing at digits alone (a session's statement with other
-     * values of as many digits) need no run found: unless only some runs are fixed. */
+     * values of as many digits) need no run found: unless only some runs are fixed (then
+     * which runs differ is found below). */
     if (n == m && same_places(a, b, n, &differs)) {
-        if (!differs)
-            return PyLong_FromLong(2);
-        if (all_fixed)
-            return PyLong_FromLong(0);
-        if (!count_runs)
-            return PyLong_FromLong(1);
+        if (!differs || !count_runs) /* (all_fixed counts no runs: every one is fixed) */
+            return shape_answer(differs && all_fixed, differs);
         differs = 0;
     }
 
@@ -424,7 +428,7 @@ scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (i != n || j != m)
         return PyLong_FromLong(-1);
-    return PyLong_FromLong(fixed_differs ? 0 : differs ? 1 : 2);
+    return shape_answer(fixed_differs, differs);
 }
 
 /* shape_hash(raw) -> int: the arithmetic is scan.py's shape_hash_py, to the bit. */
