@@ -6,6 +6,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -325,49 +326,13 @@ same_places(const unsigned char *a, const unsigned char *b, Py_ssize_t n, int *d
     return others == 0;
 }
 
-/* same_shape's answer: FIXED_DIFFERS (0), SAME_SHAPE (1) or SAME_TEXT (2) of scan.py. */
-static PyObject *
-shape_answer(int fixed_differs, int differs)
+/* How a[0:n] compares with b[0:m], run of digits by run of digits: same_shape's answer, from
+ * OTHER_SHAPE (-1) to SAME_TEXT (2) as scan.py numbers them. `fixed` (of `fixed_len`) marks
+ * b's fixed runs; `all_fixed`: every run is. */
+static int
+compare_shape(const unsigned char *a, Py_ssize_t n, const unsigned char *b, Py_ssize_t m,
+              const unsigned char *fixed, Py_ssize_t fixed_len, int all_fixed)
 {
-    return PyLong_FromLong(fixed_differs ? 0 : differs ? 1 : 2);
-}
-
-/* same_shape(raw, reference, fixed[, start, end]) -> int: raw[start:end] compared */
-static PyObject *
-scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    static const char *const names[] = {"raw", "reference", "fixed"};
-    if (nargs != 3 && nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "same_shape() takes 3 or 5 arguments");
-        return NULL;
-    }
-    if (!bytes_args("same_shape", args, 3, 3, 2, names))
-        return NULL;
-    PyObject *fixed_arg = args[2];
-    if (fixed_arg != Py_None && !bytes_arg(fixed_arg, "same_shape", "fixed"))
-        return NULL;
-    const unsigned char *a = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(args[1]);
-    Py_ssize_t n = PyBytes_GET_SIZE(args[0]), m = PyBytes_GET_SIZE(args[1]);
-    if (nargs == 5) {
-        Py_ssize_t start = PyLong_AsSsize_t(args[3]), end = PyLong_AsSsize_t(args[4]);
-        if ((start == -1 || end == -1) && PyErr_Occurred())
-            return NULL;
-        if (start < 0 || start > end || end > n) {
-            PyErr_Format(PyExc_ValueError, "same_shape(): %zd:%zd is not within %zd bytes",
-                         start, end, n);
-            return NULL;
-        }
-        a += start;
-        n = end - start;
-    }
-    int all_fixed = fixed_arg == Py_None;
-    const unsigned char *fixed = NULL;
-    Py_ssize_t fixed_len = 0;
-    if (!all_fixed) {
-        fixed = (const unsigned char *)PyBytes_AS_STRING(fixed_arg);
-        fixed_len = PyBytes_GET_SIZE(fixed_arg);
-    }
     /* Runs are told apart by their index only when some are fixed and some not: then the
      * runs before an unequal one are counted, when one is met (`counted` bytes of `a` so far:
      * equal texts count none). */
@@ -378,7 +343,7 @@ scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
      * which runs differ is found below). */
     if (n == m && same_places(a, b, n, &differs)) {
         if (!differs || !count_runs) /* (all_fixed counts no runs: every one is fixed) */
-            return shape_answer(differs && all_fixed, differs);
+            return differs && all_fixed ? 0 : differs ? 1 : 2;
         differs = 0;
     }
 
@@ -395,40 +360,86 @@ scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (i == n || j == m)
             break;
         unsigned char x = a[i], y = b[j];
-        if (is_digit(x) && is_digit(y)) {
-            if (count_runs) {
-                runs += run_starts(a, counted, i);
-                counted = i;
-            }
-            int unequal;
-            if (!short_runs(a, n, b, m, &i, &j, &unequal)) {
-                /* The two runs, side by side while their digits are equal: they are equal
-                 * runs when neither goes on where that stops. */
-                while (i < n && j < m && a[i] == b[j] && is_digit(a[i])) {
-                    i++;
-                    j++;
-                }
-                unequal = (i < n && is_digit(a[i])) || (j < m && is_digit(b[j]));
-                while (i < n && is_digit(a[i]))
-                    i++;
-                while (j < m && is_digit(b[j]))
-                    j++;
-            }
-            if (unequal) {
-                if (all_fixed || (runs < fixed_len && fixed[runs]))
-                    fixed_differs = 1;
-                else
-                    differs = 1;
-            }
-            runs++;
+        if (!is_digit(x) || !is_digit(y))
+            return -1; /* (the equal bytes were skipped: x and y differ) */
+        if (count_runs) {
+            runs += run_starts(a, counted, i);
             counted = i;
-            continue;
         }
-        return PyLong_FromLong(-1); /* (the equal bytes were skipped: x and y differ) */
+        int unequal;
+        if (!short_runs(a, n, b, m, &i, &j, &unequal)) {
+            /* The two runs, side by side while their digits are equal: they are equal runs
+             * when neither goes on where that stops. */
+            while (i < n && j < m && a[i] == b[j] && is_digit(a[i])) {
+                i++;
+                j++;
+            }
+            unequal = (i < n && is_digit(a[i])) || (j < m && is_digit(b[j]));
+            while (i < n && is_digit(a[i]))
+                i++;
+            while (j < m && is_digit(b[j]))
+                j++;
+        }
+        if (unequal) {
+            if (all_fixed || (runs < fixed_len && fixed[runs]))
+                fixed_differs = 1;
+            else
+                differs = 1;
+        }
+        runs++;
+        counted = i;
     }
     if (i != n || j != m)
-        return PyLong_FromLong(-1);
-    return shape_answer(fixed_differs, differs);
+        return -1;
+    return fixed_differs ? 0 : differs ? 1 : 2;
+}
+
+/* A text's compared bounds (`start`, `end` as Python ints) within its `n` bytes, or -1 with
+ * the error set. */
+static int
+text_bounds(const char *function, PyObject *start_arg, PyObject *end_arg, Py_ssize_t n,
+            Py_ssize_t *start, Py_ssize_t *end)
+{
+    *start = PyLong_AsSsize_t(start_arg);
+    *end = PyLong_AsSsize_t(end_arg);
+    if ((*start == -1 || *end == -1) && PyErr_Occurred())
+        return -1;
+    if (*start < 0 || *start > *end || *end > n) {
+        PyErr_Format(PyExc_ValueError, "%s(): %zd:%zd is not within %zd bytes", function,
+                     *start, *end, n);
+        return -1;
+    }
+    return 0;
+}
+
+/* same_shape(raw, reference, fixed[, start, end]) -> int: raw[start:end] compared */
+static PyObject *
+scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    static const char *const names[] = {"raw", "reference", "fixed"};
+    if (nargs != 3 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "same_shape() takes 3 or 5 arguments");
+        return NULL;
+    }
+    if (!bytes_args("same_shape", args, 3, 3, 2, names))
+        return NULL;
+    PyObject *fixed = args[2];
+    if (fixed != Py_None && !bytes_arg(fixed, "same_shape", "fixed"))
+        return NULL;
+    const unsigned char *a = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
+    if (nargs == 5) {
+        Py_ssize_t start, end;
+        if (text_bounds("same_shape", args[3], args[4], n, &start, &end) < 0)
+            return NULL;
+        a += start;
+        n = end - start;
+    }
+    int all_fixed = fixed == Py_None;
+    return PyLong_FromLong(compare_shape(
+        a, n, (const unsigned char *)PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]),
+        all_fixed ? NULL : (const unsigned char *)PyBytes_AS_STRING(fixed),
+        all_fixed ? 0 : PyBytes_GET_SIZE(fixed), all_fixed));
 }
 
 /* shape_hash(raw) -> int: the arithmetic is scan.py's shape_hash_py, to the bit. */
@@ -443,13 +454,9 @@ mix(uint64_t h, uint64_t w)
     return h ^ (h >> 29);
 }
 
-static PyObject *
-scan_shape_hash(PyObject *module, PyObject *raw)
+static uint64_t
+hash_shape(const unsigned char *a, Py_ssize_t n)
 {
-    if (!bytes_arg(raw, "shape_hash", "raw"))
-        return NULL;
-    const unsigned char *a = (const unsigned char *)PyBytes_AS_STRING(raw);
-    Py_ssize_t n = PyBytes_GET_SIZE(raw);
     uint64_t h = HASH_START;
     Py_ssize_t i = 0;
     for (;;) {
@@ -480,8 +487,16 @@ scan_shape_hash(PyObject *module, PyObject *raw)
     }
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    return PyLong_FromUnsignedLongLong(h);
+    return h ^ (h >> 33);
+}
+
+static PyObject *
+scan_shape_hash(PyObject *module, PyObject *raw)
+{
+    if (!bytes_arg(raw, "shape_hash", "raw"))
+        return NULL;
+    return PyLong_FromUnsignedLongLong(
+        hash_shape((const unsigned char *)PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw)));
 }
 
 /* contains_any(data, chars) -> bool */
@@ -500,6 +515,392 @@ scan_contains_any(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_RETURN_FALSE;
 }
+
+/* ShapeCache(maxsize): scan.py's ShapeCachePy (which documents it), in C: a lookup is one
+ * call, the text compared where it lies and its key made without copying it. */
+
+#define RECENT 64            /* _RECENT */
+#define MAX_SHAPED_TEXT 8192 /* MAX_SHAPED_TEXT */
+#define SAME_SHAPE 1
+
+typedef struct Entry {
+    PyObject *value;     /* for the text stored */
+    PyObject *elsewhere; /* for other texts of its shape */
+    PyObject *reference; /* the text stored (bytes) */
+    PyObject *fixed;     /* its fixed runs (bytes), or NULL: only that text */
+    struct Entry *next;  /* found after it, the last time one was (not owned) */
+    uint64_t key;
+    int live;
+} Entry;
+
+typedef struct {
+    PyObject_HEAD
+    Entry **slots; /* open addressing by key, linear probing; NULL: free */
+    Py_ssize_t capacity, keys;
+    Entry **stored; /* every entry stored since the last clear, which frees them */
+    Py_ssize_t n_stored, stored_capacity, maxsize;
+    Entry *recent[RECENT];
+    Entry *last;
+    PyObject *last_raw; /* owned: an identity compared, so it must not be freed and reused */
+    char own;
+} ShapeCache;
+
+static Entry **
+slot_of(ShapeCache *self, uint64_t key)
+{
+    size_t mask = (size_t)self->capacity - 1, at = (size_t)key & mask;
+    while (self->slots[at] != NULL && self->slots[at]->key != key)
+        at = (at + 1) & mask;
+    return &self->slots[at];
+}
+
+static Entry *
+entry_of(ShapeCache *self, uint64_t key)
+{
+    return self->capacity ? *slot_of(self, key) : NULL;
+}
+
+/* Forget every entry: the cache is empty before any value is released (a value's release may
+ * run code that uses the cache). */
+static void
+cache_clear(ShapeCache *self)
+{
+    Entry **stored = self->stored;
+    Py_ssize_t n = self->n_stored;
+    self->stored = NULL;
+    self->n_stored = self->stored_capacity = 0;
+    if (self->capacity)
+        memset(self->slots, 0, sizeof(Entry *) * (size_t)self->capacity);
+    self->keys = 0;
+    memset(self->recent, 0, sizeof self->recent);
+    self->last = NULL;
+    Py_CLEAR(self->last_raw);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Entry *e = stored[i];
+        Py_DECREF(e->value);
+        Py_DECREF(e->elsewhere);
+        Py_DECREF(e->reference);
+        Py_XDECREF(e->fixed);
+        PyMem_Free(e);
+    }
+    PyMem_Free(stored);
+}
+
+static PyObject *
+ShapeCache_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *names[] = {"maxsize", NULL};
+    Py_ssize_t maxsize;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "n:ShapeCache", names, &maxsize))
+        return NULL;
+    if (maxsize < 1) {
+        PyErr_SetString(PyExc_ValueError, "ShapeCache() argument 'maxsize' must be at least 1");
+        return NULL;
+    }
+    ShapeCache *self = (ShapeCache *)type->tp_alloc(type, 0);
+    if (self != NULL)
+        self->maxsize = maxsize;
+    return (PyObject *)self;
+}
+
+static int
+ShapeCache_traverse(ShapeCache *self, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < self->n_stored; i++) {
+        Py_VISIT(self->stored[i]->value);
+        Py_VISIT(self->stored[i]->elsewhere);
+    }
+    return 0;
+}
+
+static int
+ShapeCache_tp_clear(ShapeCache *self)
+{
+    cache_clear(self);
+    return 0;
+}
+
+static void
+ShapeCache_dealloc(ShapeCache *self)
+{
+    PyObject_GC_UnTrack(self);
+    cache_clear(self);
+    PyMem_Free(self->slots);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static void
+follows(ShapeCache *self, Entry *e)
+{
+    if (self->last != NULL)
+        self->last->next = e;
+    self->last = e;
+}
+
+/* What a lookup returns for a text that compared with `e`'s as `match` (`raw`: the text, when
+ * it is an object of its own, else NULL). */
+static PyObject *
+found(ShapeCache *self, Entry *e, int match, PyObject *raw)
+{
+    if (match < SAME_SHAPE)
+        Py_RETURN_NONE;
+    self->own = match == 2;
+    follows(self, e);
+    Py_XINCREF(raw);
+    Py_XSETREF(self->last_raw, raw);
+    return Py_NewRef(self->own ? e->value : e->elsewhere);
+}
+
+static int
+compare_entry(const unsigned char *a, Py_ssize_t n, Entry *e)
+{
+    PyObject *fixed = e->fixed;
+    return compare_shape(a, n, (const unsigned char *)PyBytes_AS_STRING(e->reference),
+                         PyBytes_GET_SIZE(e->reference),
+                         fixed ? (const unsigned char *)PyBytes_AS_STRING(fixed) : NULL,
+                         fixed ? PyBytes_GET_SIZE(fixed) : 0, fixed == NULL);
+}
+
+static PyObject *
+cache_find(ShapeCache *self, PyObject *data, Py_ssize_t start, Py_ssize_t end)
+{
+    const unsigned char *a = (const unsigned char *)PyBytes_AS_STRING(data) + start;
+    Py_ssize_t n = end - start;
+    PyObject *whole = start == 0 && end == PyBytes_GET_SIZE(data) ? data : NULL;
+    Entry *last = self->last, *e;
+    int match;
+    if (last != NULL) {
+        /* (Storing or clearing forgets last_raw: `last` is live when it is set.) */
+        if (whole != NULL && whole == self->last_raw) {
+            last->next = last; /* (as if found by comparing: follows) */
+            return Py_NewRef(self->own ? last->value : last->elsewhere);
+        }
+        e = last->next;
+        if (e != NULL && e->live && (match = compare_entry(a, n, e)) != -1)
+            return found(self, e, match, whole);
+    }
+    Entry **recent = &self->recent[n % RECENT];
+    e = *recent;
+    if (e != NULL && e->live && (match = compare_entry(a, n, e)) != -1)
+        return found(self, e, match, whole);
+    if (n > MAX_SHAPED_TEXT || (e = entry_of(self, hash_shape(a, n))) == NULL)
+        Py_RETURN_NONE;
+    *recent = e;
+    return found(self, e, compare_entry(a, n, e), whole);
+}
+
+/* find_in(data, start, end) */
+static PyObject *
+ShapeCache_find_in(ShapeCache *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    static const char *const names[] = {"data"};
+    if (!bytes_args("find_in", args, nargs, 3, 1, names))
+        return NULL;
+    Py_ssize_t start, end;
+    if (text_bounds("find_in", args[1], args[2], PyBytes_GET_SIZE(args[0]), &start, &end) < 0)
+        return NULL;
+    return cache_find(self, args[0], start, end);
+}
+
+static PyObject *
+ShapeCache_find(ShapeCache *self, PyObject *raw)
+{
+    if (!bytes_arg(raw, "find", "raw"))
+        return NULL;
+    return cache_find(self, raw, 0, PyBytes_GET_SIZE(raw));
+}
+
+static PyObject *
+ShapeCache_get(ShapeCache *self, PyObject *raw)
+{
+    PyObject *value = ShapeCache_find(self, raw);
+    if (value == NULL || value == Py_None)
+        return value;
+    PyObject *pair = Py_BuildValue("(NO)", value, self->own ? Py_True : Py_False);
+    return pair;
+}
+
+/* The entry stored under `key`, replacing the one there (which is never found again). */
+static int
+cache_store(ShapeCache *self, uint64_t key, PyObject *raw, PyObject *value, PyObject *fixed,
+            PyObject *elsewhere)
+{
+    if (self->n_stored >= self->maxsize)
+        cache_clear(self);
+    if (self->keys * 2 >= self->capacity) { /* (at most half full: probes stay short) */
+        Py_ssize_t capacity = self->capacity ? self->capacity * 2 : 16;
+        Entry **slots = PyMem_Calloc((size_t)capacity, sizeof(Entry *));
+        if (slots == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        Entry **old = self->slots;
+        Py_ssize_t old_capacity = self->capacity;
+        self->slots = slots;
+        self->capacity = capacity;
+        for (Py_ssize_t i = 0; i < old_capacity; i++) {
+            if (old[i] != NULL)
+                *slot_of(self, old[i]->key) = old[i];
+        }
+        PyMem_Free(old);
+    }
+    if (self->n_stored == self->stored_capacity) {
+        Py_ssize_t capacity = self->stored_capacity ? self->stored_capacity * 2 : 16;
+        Entry **stored = PyMem_Realloc(self->stored, sizeof(Entry *) * (size_t)capacity);
+        if (stored == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->stored = stored;
+        self->stored_capacity = capacity;
+    }
+    Entry *e = PyMem_Malloc(sizeof(Entry));
+    if (e == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    e->value = Py_NewRef(value);
+    e->elsewhere = Py_NewRef(elsewhere);
+    e->reference = Py_NewRef(raw);
+    e->fixed = fixed == Py_None ? NULL : Py_NewRef(fixed);
+    e->next = NULL;
+    e->key = key;
+    e->live = 1;
+    self->stored[self->n_stored++] = e;
+    Entry **slot = slot_of(self, key);
+    if (*slot != NULL) {
+        (*slot)->live = 0;
+        (*slot)->next = NULL;
+    }
+    else
+        self->keys++;
+    *slot = e;
+    self->recent[PyBytes_GET_SIZE(raw) % RECENT] = e;
+    follows(self, e); /* (stored after a lookup missed it: as if found) */
+    Py_CLEAR(self->last_raw);
+    return 0;
+}
+
+/* put(raw, value, fixed[, elsewhere]) and _put_under(key, raw, value, fixed[, elsewhere]) */
+static PyObject *
+put_args(ShapeCache *self, const char *function, int keyed, PyObject *const *args,
+         Py_ssize_t nargs)
+{
+    if (nargs < 3 + keyed || nargs > 4 + keyed) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %d or %d arguments", function, 3 + keyed,
+                     4 + keyed);
+        return NULL;
+    }
+    PyObject *raw = args[keyed], *value = args[keyed + 1], *fixed = args[keyed + 2];
+    PyObject *elsewhere = nargs > 3 + keyed ? args[keyed + 3] : Py_None;
+    if (elsewhere == Py_None)
+        elsewhere = value;
+    if (!bytes_arg(raw, function, "raw") ||
+        (fixed != Py_None && !bytes_arg(fixed, function, "fixed")))
+        return NULL;
+    if (value == Py_None) {
+        PyErr_Format(PyExc_ValueError, "%s(): a value may not be None", function);
+        return NULL;
+    }
+    if (PyBytes_GET_SIZE(raw) > MAX_SHAPED_TEXT)
+        Py_RETURN_NONE;
+    uint64_t key;
+    if (keyed) {
+        key = PyLong_AsUnsignedLongLong(args[0]);
+        if (key == (uint64_t)-1 && PyErr_Occurred())
+            return NULL;
+    }
+    else
+        key = hash_shape((const unsigned char *)PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw));
+    if (cache_store(self, key, raw, value, fixed, elsewhere) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ShapeCache_put(ShapeCache *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return put_args(self, "put", 0, args, nargs);
+}
+
+static PyObject *
+ShapeCache_put_under(ShapeCache *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return put_args(self, "_put_under", 1, args, nargs);
+}
+
+static PyObject *
+ShapeCache_clear(ShapeCache *self, PyObject *unused)
+{
+    cache_clear(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ShapeCache_forget_order(ShapeCache *self, PyObject *unused)
+{
+    memset(self->recent, 0, sizeof self->recent);
+    self->last = NULL;
+    Py_CLEAR(self->last_raw);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ShapeCache_forget_keys(ShapeCache *self, PyObject *unused)
+{
+    if (self->capacity)
+        memset(self->slots, 0, sizeof(Entry *) * (size_t)self->capacity);
+    self->keys = 0;
+    memset(self->recent, 0, sizeof self->recent);
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t
+ShapeCache_len(ShapeCache *self)
+{
+    return self->keys;
+}
+
+static PyMethodDef ShapeCache_methods[] = {
+    {"find_in", (PyCFunction)(void (*)(void))ShapeCache_find_in, METH_FASTCALL,
+     "find_in(data, start, end): the value for the text data[start:end], or None"},
+    {"find", (PyCFunction)ShapeCache_find, METH_O, "find(raw): the value for raw, or None"},
+    {"get", (PyCFunction)ShapeCache_get, METH_O, "get(raw): (value, own), or None"},
+    {"put", (PyCFunction)(void (*)(void))ShapeCache_put, METH_FASTCALL,
+     "put(raw, value, fixed[, elsewhere])"},
+    {"clear", (PyCFunction)ShapeCache_clear, METH_NOARGS, "clear(): forget every value"},
+    {"_put_under", (PyCFunction)(void (*)(void))ShapeCache_put_under, METH_FASTCALL,
+     "(for tests) put under the key given"},
+    {"_forget_order", (PyCFunction)ShapeCache_forget_order, METH_NOARGS,
+     "(for tests) forget what was found last and for each length"},
+    {"_forget_keys", (PyCFunction)ShapeCache_forget_keys, METH_NOARGS,
+     "(for tests) forget the keys and what was found for each length"},
+    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef ShapeCache_members[] = {
+    {"own", T_BOOL, offsetof(ShapeCache, own), READONLY,
+     "after a lookup found a value: was it stored for that very text?"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PySequenceMethods ShapeCache_as_sequence = {
+    .sq_length = (lenfunc)ShapeCache_len,
+};
+
+static PyTypeObject ShapeCacheType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "proxyworker._scan.ShapeCache",
+    .tp_basicsize = sizeof(ShapeCache),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = ShapeCache_new,
+    .tp_dealloc = (destructor)ShapeCache_dealloc,
+    .tp_traverse = (traverseproc)ShapeCache_traverse,
+    .tp_clear = (inquiry)ShapeCache_tp_clear,
+    .tp_methods = ShapeCache_methods,
+    .tp_members = ShapeCache_members,
+    .tp_as_sequence = &ShapeCache_as_sequence,
+};
 
 static PyMethodDef methods[] = {
     {"same_shape", (PyCFunction)(void (*)(void))scan_same_shape, METH_FASTCALL,
@@ -521,12 +922,13 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__scan(void)
 {
-    if (PyType_Ready(&FramesType) < 0)
+    if (PyType_Ready(&FramesType) < 0 || PyType_Ready(&ShapeCacheType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "Frames", (PyObject *)&FramesType) < 0) {
+    if (PyModule_AddObjectRef(m, "Frames", (PyObject *)&FramesType) < 0 ||
+        PyModule_AddObjectRef(m, "ShapeCache", (PyObject *)&ShapeCacheType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -11,7 +11,7 @@ tests hold the C to (``tests/test_scan.py``).
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 __all__ = [
     "FIXED_DIFFERS",
@@ -19,6 +19,7 @@ __all__ = [
     "SAME_SHAPE",
     "SAME_TEXT",
     "Frames",
+    "ShapeCache",
     "contains_any",
     "same_shape",
     "shape_hash",
@@ -34,6 +35,7 @@ SAME_TEXT: Final = 2
 """``same_shape``: the texts are equal."""
 
 _RUNS = re.compile(rb"([0-9]+)")
+_T = TypeVar("_T")
 
 
 class FramesPy:
@@ -123,13 +125,188 @@ def same_shape_py(
     return SAME_SHAPE
 
 
+MAX_SHAPED_TEXT: Final = 8192
+"""``ShapeCache``: longer texts are not stored (rarely repeated, they would pin memory)."""
+_RECENT: Final = 64
+
+
+class _Entry(Generic[_T]):
+    """What a key finds."""
+
+    __slots__ = ("elsewhere", "fixed", "key", "live", "next", "reference", "value")
+
+    def __init__(
+        self, key: int, value: _T, elsewhere: _T, reference: bytes, fixed: bytes | None
+    ) -> None:
+        self.key = key
+        self.value = value
+        """Found for the text stored."""
+        self.elsewhere = elsewhere
+        """Found for other texts of its shape."""
+        self.reference = reference
+        """The text the value was stored for."""
+        self.fixed = fixed
+        """Its runs of digits outside literals; None: only that text."""
+        self.next: _Entry[_T] | None = None
+        """The entry found after this one, the last time one was found after it."""
+        self.live = True
+        """False once cleared or replaced: another entry's ``next`` or a slot of ``recent``
+        may still lead to it, and it must not be found then."""
+
+
+class ShapeCachePy(Generic[_T]):
+    """``ShapeCache(maxsize)``: values (never None) by text, each found again by the text
+    stored and — unless stored for that text only — by any text of its shape (``same_shape``
+    does not answer ``OTHER_SHAPE`` or ``FIXED_DIFFERS``). ``proxyworker/analysis/shapes.py``
+    says what it is for and how texts are found.
+
+    - ``put(raw, value, fixed[, elsewhere])`` stores ``value`` for ``raw``, and ``elsewhere``
+      (None or left out: ``value``) for the other texts of its shape; ``fixed`` marks the
+      runs of digits that must be equal (``shapes.fixed_runs``), None stores it for ``raw``
+      only.
+      Texts over ``MAX_SHAPED_TEXT`` bytes are not stored; after ``maxsize`` values stored,
+      storing one more first clears the cache (values replaced count until then).
+    - ``find(raw)`` returns the value found, or None; ``own`` then says whether it was stored
+      for that very text. ``find_in(data, start, end)`` finds the text ``data[start:end]``
+      where it lies inside a message; ``get(raw)`` returns ``(value, own)`` or None.
+    - ``_put_under``, ``_forget_order``, ``_forget_keys``: for tests (a key given, as if
+      another text's hash collided; what the lookups keep forgotten).
+    """
+
+    __slots__ = ("_entries", "_last", "_last_raw", "_maxsize", "_recent", "_stored", "own")
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError("ShapeCache() argument 'maxsize' must be at least 1")
+        self._entries: dict[int, _Entry[_T]] = {}
+        self._maxsize = maxsize
+        self._stored = 0
+        """Values stored since the cache was last cleared."""
+        self._recent: list[_Entry[_T] | None] = [None] * _RECENT
+        """The entry last stored or found for a text of each length (modulo ``_RECENT``),
+        compared before the key is made: a session sends the same few statements with other
+        values."""
+        self._last: _Entry[_T] | None = None
+        """The entry last found or stored: its ``next`` is compared first of all (a session
+        repeats its sequence of statements)."""
+        self._last_raw: bytes | None = None
+        """The text ``_last`` was last found for (that very object; None after a store, or
+        when it was found inside a message): a text that is it compares as it did, and is
+        found without comparing (a session keeps an unchanged Parse message's text)."""
+        self.own = False
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, raw: bytes) -> tuple[_T, bool] | None:
+        value = self.find(raw)
+        return None if value is None else (value, self.own)
+
+    def find(self, raw: bytes) -> _T | None:
+        return self.find_in(raw, 0, len(raw))
+
+    def find_in(self, data: bytes, start: int, end: int) -> _T | None:
+        if not 0 <= start <= end <= len(data):
+            raise ValueError(f"find_in(): {start}:{end} is not within {len(data)} bytes")
+        whole = data if start == 0 and end == len(data) else None
+        last = self._last
+        if last is not None:
+            # (Storing or clearing forgets ``_last_raw``: ``last`` is live when it is set.)
+            if whole is not None and whole is self._last_raw:
+                last.next = last  # (as if found by comparing: ``_follows``)
+                return last.value if self.own else last.elsewhere
+            entry = last.next
+            if entry is not None and entry.live:
+                match = same_shape_py(data, entry.reference, entry.fixed, start, end)
+                if match != OTHER_SHAPE:
+                    return self._found(entry, match, whole)
+        length = end - start
+        slot = length % _RECENT
+        entry = self._recent[slot]
+        if entry is not None and entry.live:
+            match = same_shape_py(data, entry.reference, entry.fixed, start, end)
+            if match != OTHER_SHAPE:
+                return self._found(entry, match, whole)
+        if length > MAX_SHAPED_TEXT:
+            return None
+        entry = self._entries.get(shape_hash_py(data[start:end]))
+        if entry is None:
+            return None
+        self._recent[slot] = entry
+        match = same_shape_py(data, entry.reference, entry.fixed, start, end)
+        return self._found(entry, match, whole)
+
+    def _found(self, entry: _Entry[_T], match: int, raw: bytes | None) -> _T | None:
+        if match < SAME_SHAPE:  # (OTHER_SHAPE or FIXED_DIFFERS)
+            return None
+        self.own = match == SAME_TEXT
+        self._follows(entry)
+        self._last_raw = raw
+        return entry.value if self.own else entry.elsewhere
+
+    def _follows(self, entry: _Entry[_T]) -> None:
+        last = self._last
+        if last is not None:
+            last.next = entry
+        self._last = entry
+
+    def put(
+        self,
+        raw: bytes,
+        value: _T,
+        fixed: bytes | None,
+        elsewhere: _T | None = None,
+    ) -> None:
+        self._put_under(shape_hash_py(raw), raw, value, fixed, elsewhere)
+
+    def _put_under(
+        self,
+        key: int,
+        raw: bytes,
+        value: _T,
+        fixed: bytes | None,
+        elsewhere: _T | None = None,
+    ) -> None:
+        if value is None:
+            raise ValueError("put(): a value may not be None")
+        if len(raw) > MAX_SHAPED_TEXT:
+            return
+        if self._stored >= self._maxsize:
+            self.clear()
+        self._stored += 1
+        entry = _Entry(key, value, value if elsewhere is None else elsewhere, raw, fixed)
+        replaced = self._entries.get(key)
+        if replaced is not None:  # (never found again: recent slots and ``next`` may keep it)
+            replaced.live, replaced.next = False, None
+        self._entries[key] = entry
+        self._recent[len(raw) % _RECENT] = entry
+        self._follows(entry)  # (stored after a find missed it: as if found)
+        self._last_raw = None
+
+    def clear(self) -> None:
+        for entry in self._entries.values():
+            entry.live, entry.next = False, None  # (no cycles left for the collector)
+        self._entries.clear()
+        self._stored = 0
+        self._forget_order()
+
+    def _forget_order(self) -> None:
+        self._recent = [None] * _RECENT
+        self._last = self._last_raw = None
+
+    def _forget_keys(self) -> None:
+        self._entries = {}
+        self._recent = [None] * _RECENT
+
+
 def contains_any_py(data: bytes, chars: bytes) -> bool:
     """Whether any byte of ``chars`` occurs in ``data``."""
     return any(char in data for char in chars)
 
 
 try:
-    from proxyworker._scan import Frames, contains_any, same_shape, shape_hash
+    from proxyworker._scan import Frames, ShapeCache, contains_any, same_shape, shape_hash
 except ImportError:  # not built: the Python versions
     Frames = FramesPy  # type: ignore[assignment,misc]
+    ShapeCache = ShapeCachePy  # type: ignore[assignment,misc]
     same_shape, shape_hash, contains_any = same_shape_py, shape_hash_py, contains_any_py

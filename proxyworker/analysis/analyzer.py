@@ -24,7 +24,7 @@ from pglast.parser import ParseError, parse_sql_json
 
 from . import commands, normalize
 from .effects import Effects, Node
-from .shapes import ShapeCache, literal_invariant
+from .shapes import ShapeCache, fixed_runs, literal_invariant
 from .statement import AnalysisError, StatementInfo
 from .walker import Walker
 
@@ -77,7 +77,8 @@ MAX_SHAPES = 10_000
 # constants costs one scan instead of a full analysis. Not pglast's fingerprint: it ignores
 # schema qualifiers, so public.users and audit.users would share an entry.
 _shapes: dict[str, tuple[StatementInfo, ...]] = {}
-# The same results by shapes.shape_key, which is cheaper to compute than the normalized text.
+# The same results by shape (shapes.ShapeCache), which is cheaper to find than the normalized
+# text is to make.
 _keyed: ShapeCache[tuple[StatementInfo, ...]] = ShapeCache(MAX_SHAPES)
 _FIELDS = tuple(f.name for f in dataclasses.fields(StatementInfo))
 
@@ -113,7 +114,7 @@ def _analyze_or_failure(sql: str) -> _Result:
         if known is not None:
             # Same text but for literals and comments: the same effects, this statement's text.
             if raw is not None:
-                _keyed.put(raw, known, shaped=True)
+                _keyed.put(raw, known, fixed_runs(raw))
             return (_with_text(known[0], sql),)
     result = _analyze_fully(sql)
     if shape is not None and _literal_free(result):
@@ -122,7 +123,7 @@ def _analyze_or_failure(sql: str) -> _Result:
             _shapes.clear()
         _shapes[shape] = result
         if raw is not None:
-            _keyed.put(raw, result, shaped=True)
+            _keyed.put(raw, result, fixed_runs(raw))
     return result
 
 

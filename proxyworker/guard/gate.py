@@ -15,6 +15,7 @@ It also follows what the session changes that the policy depends on (search_path
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -27,7 +28,7 @@ from proxyworker.analysis import (
     analyze,
     split_identifier_list,
 )
-from proxyworker.analysis.shapes import ShapeCache, literal_invariant
+from proxyworker.analysis.shapes import ShapeCache, fixed_runs, literal_invariant
 from proxyworker.guard.catalog import COPY_PROGRAM, COPY_SERVER_FILE, Catalog, Relation
 from proxyworker.guard.checks import (
     GUARD_SQLSTATE,
@@ -123,17 +124,6 @@ class Verdict:
             self.plain_query = plain and (not decision.verify or self.static)
 
 
-class _Remembered:
-    """A remembered verdict, and the same for other texts of its shape. (An object, not a
-    tuple: compiled, reading a tuple's items checks each one's type.)"""
-
-    __slots__ = ("elsewhere", "verdict")
-
-    def __init__(self, verdict: Verdict, elsewhere: Verdict) -> None:
-        self.verdict = verdict
-        self.elsewhere = elsewhere
-
-
 @dataclass(slots=True)
 class Gate:
     policy: Policy
@@ -157,14 +147,20 @@ class Gate:
     sets it before each decision; None: no budget)."""
     _path_for: tuple[str, ...] = ()
     _path: tuple[str, ...] = ()
-    _verdicts: ShapeCache[_Remembered] = field(default_factory=lambda: ShapeCache(MAX_VERDICTS))
+    _verdicts: ShapeCache[Verdict] = field(default_factory=lambda: ShapeCache(MAX_VERDICTS))
     """Remembered verdicts: for the text decided, and for other texts of its shape."""
+    _find_in: Callable[[bytes, int, int], Verdict | None] = field(init=False)
+    """``_verdicts.find_in``, bound once (compiled, a method of a C type called by name is
+    looked up on every call)."""
     # What they were decided under (``_expire_verdicts``); the count of tables held limited
     # stands for ``sticky``, which only grows. (Fields of the gate: compared on every lookup.)
     _made_policy: Policy | None = None
     _made_catalog: Catalog | None = None
     _made_path: tuple[str, ...] = ()
     _made_sticky: int = -1
+
+    def __post_init__(self) -> None:
+        self._find_in = self._verdicts.find_in
 
     @property
     def active(self) -> bool:
@@ -195,18 +191,24 @@ class Gate:
         verdict = self.decide(sql, autocommit)
         if usable and _reusable(verdict):
             self._expire_verdicts()  # deciding may have added tables held limited
-            shaped = literal_invariant(verdict.statements)
-            elsewhere = dataclasses.replace(verdict, own_text=False) if shaped else verdict
-            self._verdicts.put(raw, _Remembered(verdict, elsewhere), shaped)
+            if literal_invariant(verdict.statements):
+                elsewhere = dataclasses.replace(verdict, own_text=False)
+                self._verdicts.put(raw, verdict, fixed_runs(raw), elsewhere)
+            else:
+                self._verdicts.put(raw, verdict, None)
         return verdict
 
     def remembered(self, raw: bytes) -> Verdict | None:
         """The remembered verdict for this text (see ``decide_bytes``), if there is one and
         it may be used now; nothing is decided."""
-        return self.remembered_in(raw, 0, len(raw))
+        find_in = self.remembered_lookup()
+        return None if find_in is None else find_in(raw, 0, len(raw))
 
-    def remembered_in(self, data: bytes, start: int, end: int) -> Verdict | None:
-        """``remembered`` for the text ``data[start:end]`` (a Query's, inside its message)."""
+    def remembered_lookup(self) -> Callable[[bytes, int, int], Verdict | None] | None:
+        """``find_in(data, start, end)``: the remembered verdict for the text
+        ``data[start:end]`` (as ``remembered``: the text may lie inside a message), when
+        remembered verdicts may be used now; None while DDL has made the catalog stale. (The
+        text of another verdict's shape differs only in ASCII digits: valid UTF-8 too.)"""
         catalog = self.catalog
         if self.ddl_pending or (catalog is not None and catalog.loaded_at <= self._ddl_at):
             return None
@@ -217,12 +219,7 @@ class Gate:
             and self._made_sticky == len(self.sticky)
         ):
             self._expire_verdicts()
-        verdicts = self._verdicts
-        found = verdicts.find_in(data, start, end)
-        if found is None:
-            return None
-        # Another text differs only in ASCII digits: it is valid UTF-8 as well.
-        return found.verdict if verdicts.own else found.elsewhere
+        return self._find_in
 
     def _expire_verdicts(self) -> None:
         """Drop the remembered verdicts if what they were decided under changed (an equal

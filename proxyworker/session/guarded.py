@@ -434,6 +434,9 @@ class Guarded(Pooling):
             gate.catalog = self.pool.catalog.snapshot()
         if not self._readable:
             return False
+        find_in = gate.remembered_lookup()
+        if find_in is None:
+            return False
         names = self._plain_names  # (a scratch list: reuse.put)
         statics = reads = parses = 0
         end: i64 = 0
@@ -445,7 +448,7 @@ class Guarded(Pooling):
             if kind != m.QUERY and kind != m.PARSE:
                 continue
             if kind == m.QUERY:  # (its text where it lies, not copied)
-                verdict = gate.remembered_in(data, start + 5, end - 1)
+                verdict = find_in(data, start + 5, end - 1)
             else:
                 if start == 0 and data.startswith(self._parse_message):
                     statement, raw = self._parse_read  # (the last Parse again, not copied)
@@ -456,7 +459,7 @@ class Guarded(Pooling):
                         return False  # (the message-by-message path answers it)
                 put(names, parses, statement.name)
                 parses += 1
-                verdict = gate.remembered(raw)
+                verdict = find_in(raw, 0, len(raw))
             if verdict is None or not (
                 verdict.plain_query if kind == m.QUERY else verdict.plain_parse
             ):

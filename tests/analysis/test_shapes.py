@@ -4,6 +4,7 @@ their literals and nothing else; everything the scan cannot read exactly is exac
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -11,14 +12,39 @@ from hypothesis import strategies as st
 from pglast.parser import scan
 
 from proxyworker.analysis import analyze
-from proxyworker.analysis.shapes import ShapeCache, fixed_runs, literal_invariant
-from proxyworker.scan import shape_hash
+from proxyworker.analysis.shapes import fixed_runs, literal_invariant
+from proxyworker.scan import MAX_SHAPED_TEXT, ShapeCache, ShapeCachePy, shape_hash
+
+try:
+    from proxyworker._scan import ShapeCache as ShapeCacheC
+except ImportError:  # not built
+    ShapeCacheC = None  # type: ignore[assignment,misc]
+
+_VERSIONS = [pytest.param(ShapeCachePy, id="python")] + (
+    [] if ShapeCacheC is None else [pytest.param(ShapeCacheC, id="c")]
+)
+
+
+@pytest.fixture(params=_VERSIONS)
+def cache_type(request: pytest.FixtureRequest) -> Any:
+    """The cache as the Python reference and, when built, as the C extension."""
+    return request.param
+
+
+def _put(cache: Any, text: bytes, value: object, shaped: bool) -> None:
+    """As a caller stores a result: for its shape, or for its exact text only."""
+    cache.put(text, value, fixed_runs(text) if shaped else None)
 
 
 def _found(stored: str, other: str) -> bool:
-    cache: ShapeCache[str] = ShapeCache(16)
-    cache.put(stored.encode(), "stored", shaped=True)
-    return cache.get(other.encode()) is not None
+    """Found in either version (the same answer: ``test_both_versions_answer_alike``)."""
+    answers = set()
+    for version in (ShapeCachePy, ShapeCache):
+        cache = version(16)
+        _put(cache, stored.encode(), "stored", shaped=True)
+        answers.add(cache.get(other.encode()) is not None)
+    (answer,) = answers
+    return answer
 
 
 @pytest.mark.parametrize(
@@ -77,23 +103,23 @@ def test_it_does_not_find_texts_that_differ_elsewhere(stored: str, other: str) -
     assert not _found(stored, other)
 
 
-def test_it_finds_exact_text_only_when_not_shaped() -> None:
-    cache: ShapeCache[str] = ShapeCache(16)
-    cache.put(b"SELECT 1", "v", shaped=False)
+def test_it_finds_exact_text_only_when_not_shaped(cache_type: Any) -> None:
+    cache = cache_type(16)
+    _put(cache, b"SELECT 1", "v", shaped=False)
     assert cache.get(b"SELECT 1") == ("v", True)
     assert cache.get(b"SELECT 2") is None
 
 
-def test_it_says_when_the_text_found_is_another() -> None:
-    cache: ShapeCache[str] = ShapeCache(16)
-    cache.put(b"SELECT 1", "v", shaped=True)
+def test_it_says_when_the_text_found_is_another(cache_type: Any) -> None:
+    cache = cache_type(16)
+    _put(cache, b"SELECT 1", "v", shaped=True)
     assert cache.get(b"SELECT 1") == ("v", True)
     assert cache.get(b"SELECT 2") == ("v", False)
 
 
-def test_a_text_of_another_length_is_never_taken_for_the_stored_one() -> None:
-    cache: ShapeCache[str] = ShapeCache(16)
-    cache.put(b"SELECT * FROM t WHERE id = 123", "v", shaped=True)
+def test_a_text_of_another_length_is_never_taken_for_the_stored_one(cache_type: Any) -> None:
+    cache = cache_type(16)
+    _put(cache, b"SELECT * FROM t WHERE id = 123", "v", shaped=True)
     assert cache.get(b"SELECT * FROM t WHERE id = 4") == ("v", False)
     # Found again, still as another text; the stored one still is.
     assert cache.get(b"SELECT * FROM t WHERE id = 4") == ("v", False)
@@ -101,20 +127,20 @@ def test_a_text_of_another_length_is_never_taken_for_the_stored_one() -> None:
     assert cache.get(b"SELECT * FROM t WHERE id = 123") == ("v", True)
 
 
-def test_a_text_of_another_shape_under_the_same_key_is_not_found() -> None:
+def test_a_text_of_another_shape_under_the_same_key_is_not_found(cache_type: Any) -> None:
     """The key is a hash: what it finds is compared with the text before it is used."""
-    cache: ShapeCache[str] = ShapeCache(16)
-    cache.put(b"SELECT a FROM t WHERE id = 1", "v", shaped=True)
-    entry = cache._entries[shape_hash(b"SELECT a FROM t WHERE id = 1")]
-    cache.clear()  # (and the entry the text's length last found)
-    cache._entries[shape_hash(b"SELECT b FROM t WHERE id = 1")] = entry  # (a collision)
+    cache = cache_type(16)
+    stored = b"SELECT a FROM t WHERE id = 1"
+    key = shape_hash(b"SELECT b FROM t WHERE id = 1")
+    cache._put_under(key, stored, "v", fixed_runs(stored))  # (as if the two keys collided)
+    cache._forget_order()  # (only the key left to find it)
     assert cache.get(b"SELECT b FROM t WHERE id = 2") is None
 
 
-def test_exact_texts_are_not_found_by_runs() -> None:
-    cache: ShapeCache[str] = ShapeCache(16)
-    cache.put(b"SELECT 1 -- x", "v", shaped=True)
-    cache.put(b"SELECT 2", "w", shaped=False)
+def test_exact_texts_are_not_found_by_runs(cache_type: Any) -> None:
+    cache = cache_type(16)
+    _put(cache, b"SELECT 1 -- x", "v", shaped=True)
+    _put(cache, b"SELECT 2", "w", shaped=False)
     assert cache.get(b"SELECT 10 -- x") is None
     assert cache.get(b"SELECT 20") is None
 
@@ -189,8 +215,8 @@ def test_a_text_found_reads_its_runs_as_the_stored_one_does(
     """A text found for another has its runs of digits inside and outside literals where the
     stored text has them: what ``fixed_runs`` finds reading its own literals."""
     stored, other = "".join(pieces).encode(), _with_runs("".join(pieces), runs).encode()
-    cache: ShapeCache[str] = ShapeCache(16)
-    cache.put(stored, "stored", shaped=True)
+    cache: ShapeCachePy[str] = ShapeCachePy(16)
+    _put(cache, stored, "stored", shaped=True)
     if cache.get(other) is not None:
         assert fixed_runs(other) == fixed_runs(stored)
 
@@ -208,6 +234,11 @@ _SESSION_TEXTS = [
 ]
 
 
+def _query(text: bytes) -> bytes:
+    return b"Q" + (len(text) + 5).to_bytes(4, "big") + text + b"\x00"
+
+
+@pytest.mark.parametrize("cache_type", _VERSIONS)
 @given(
     st.lists(
         st.tuples(
@@ -218,34 +249,32 @@ _SESSION_TEXTS = [
     )
 )
 def test_what_get_keeps_of_the_last_lookup_never_changes_an_answer(
-    operations: list[tuple[bytes, str]],
+    cache_type: Any, operations: list[tuple[bytes, str]]
 ) -> None:
     """``get`` keeps the last entry it found for each length, and which entry was found after
     which, to skip the dict next time. A cache whose memory of them is wiped before every
     lookup answers alike throughout (a small maxsize: clearing when full is covered too; each
     value stored is new, so a replaced or cleared entry found again would show) — also when
     the text is looked up where it lies inside a Query message (``find_in``)."""
-    kept: ShapeCache[tuple[bytes, int]] = ShapeCache(3)
-    wiped: ShapeCache[tuple[bytes, int]] = ShapeCache(3)
+    kept, wiped = cache_type(3), cache_type(3)
     for number, (text, operation) in enumerate(operations):
         if operation.startswith("get"):
-            wiped._recent = [None] * len(wiped._recent)
-            wiped._last = None
+            wiped._forget_order()
             if operation == "get":
                 assert kept.get(text) == wiped.get(text), text
                 continue
-            message = b"Q" + (len(text) + 5).to_bytes(4, "big") + text + b"\x00"
+            message = _query(text)
             found = kept.find_in(message, 5, len(message) - 1)
             assert (None if found is None else (found, kept.own)) == wiped.get(text), text
         else:
             for cache in (kept, wiped):
-                cache.put(text, (text, number), shaped=operation == "put shaped")
+                _put(cache, text, (text, number), shaped=operation == "put shaped")
 
 
-def test_the_statement_that_followed_last_time_is_compared_first() -> None:
+def test_the_statement_that_followed_last_time_is_compared_first(cache_type: Any) -> None:
     """A session's sequence of statements: each is found without making its key, even when
     texts of the sequence share a length (and so the entry kept per length)."""
-    cache: ShapeCache[str] = ShapeCache(16)
+    cache = cache_type(16)
     sequence = [
         b"BEGIN",
         b"UPDATE a SET x = x + 1 WHERE id = 7",
@@ -254,33 +283,116 @@ def test_the_statement_that_followed_last_time_is_compared_first() -> None:
     ]
     for text in sequence:
         assert cache.get(text) is None
-        cache.put(text, text.decode(), shaped=True)
+        _put(cache, text, text.decode(), shaped=True)
     assert cache.get(b"BEGIN") == ("BEGIN", True)  # (after END now)
-    cache._entries, cache._recent = {}, [None] * len(cache._recent)  # (no other way left)
+    cache._forget_keys()  # (no other way left)
     for text in [*sequence[1:], sequence[0]]:
         assert cache.get(text.replace(b"7", b"12")) == (text.decode(), b"7" not in text)
 
 
-def test_the_text_found_last_is_found_again_without_comparing() -> None:
+def test_the_text_found_last_is_found_again_without_comparing(cache_type: Any) -> None:
     """The same object as the text found last: found again with what it was found as, and
     never once its entry was replaced or the cache cleared."""
-    cache: ShapeCache[str] = ShapeCache(16)
-    cache.put(b"SELECT * FROM t WHERE id = 1", "one", shaped=True)
+    cache = cache_type(16)
+    _put(cache, b"SELECT * FROM t WHERE id = 1", "one", shaped=True)
     text = b"SELECT * FROM t WHERE id = 2"
     assert cache.get(text) == ("one", False)
-    cache._entries, cache._recent = {}, [None] * len(cache._recent)  # (only the identity left)
+    cache._forget_keys()  # (only the identity left)
     assert cache.get(text) == ("one", False)
-    cache.put(b"SELECT * FROM t WHERE id = 1", "again", shaped=True)
+    _put(cache, b"SELECT * FROM t WHERE id = 1", "again", shaped=True)
     assert cache.get(text) == ("again", False)
     cache.clear()
     assert cache.get(text) is None
 
 
-def test_an_entry_replaced_is_not_found_through_the_length_it_was_last_found_for() -> None:
+def test_an_entry_replaced_is_not_found_through_the_length_it_was_last_found_for(
+    cache_type: Any,
+) -> None:
     """An entry found for a text of another length is kept for that length too; once
     replaced, that slot must not answer for the entry replacing it."""
-    cache: ShapeCache[str] = ShapeCache(16)
-    cache.put(b"SELECT * FROM t WHERE id = 12", "that text", shaped=False)
+    cache = cache_type(16)
+    _put(cache, b"SELECT * FROM t WHERE id = 12", "that text", shaped=False)
     assert cache.get(b"SELECT * FROM t WHERE id = 1") is None  # (kept for length 28 now)
-    cache.put(b"SELECT * FROM t WHERE id = 12", "its shape", shaped=True)
+    _put(cache, b"SELECT * FROM t WHERE id = 12", "its shape", shaped=True)
     assert cache.get(b"SELECT * FROM t WHERE id = 1") == ("its shape", False)
+
+
+def test_a_value_stands_for_other_texts_as_stored_for_them(cache_type: Any) -> None:
+    """``elsewhere``: what a text of the shape finds when it is not the text stored."""
+    cache = cache_type(16)
+    stored = b"SELECT * FROM t WHERE id = 1"
+    cache.put(stored, "this text", fixed_runs(stored), "its shape")
+    assert cache.get(b"SELECT * FROM t WHERE id = 22") == ("its shape", False)
+    assert cache.get(stored) == ("this text", True)
+    assert cache.get(b"SELECT * FROM t WHERE id = 3") == ("its shape", False)
+    message = _query(stored)
+    assert cache.find_in(message, 5, len(message) - 1) == "this text"
+    assert cache.own
+
+
+def test_a_full_cache_is_cleared_before_it_stores_more(cache_type: Any) -> None:
+    """At most ``maxsize`` values stored since it was last cleared, replaced ones too."""
+    cache = cache_type(2)
+    cache.put(b"SELECT a", "a", None)
+    cache.put(b"SELECT a", "a again", None)  # (replaces it: one key, two stored)
+    assert len(cache) == 1 and cache.get(b"SELECT a") == ("a again", True)
+    cache.put(b"SELECT b", "b", None)
+    assert len(cache) == 1
+    assert cache.get(b"SELECT a") is None
+    assert cache.get(b"SELECT b") == ("b", True)
+
+
+def test_it_refuses_what_it_cannot_store_or_find(cache_type: Any) -> None:
+    cache = cache_type(16)
+    with pytest.raises(ValueError, match="may not be None"):
+        cache.put(b"SELECT 1", None, None)
+    with pytest.raises(ValueError, match="is not within"):
+        cache.find_in(b"SELECT 1", 3, 9)
+    with pytest.raises(ValueError, match="at least 1"):
+        cache_type(0)
+    long_text = b"SELECT " + b"x" * MAX_SHAPED_TEXT
+    cache.put(long_text, "v", None)  # (not stored: too long)
+    assert len(cache) == 0 and cache.get(long_text) is None
+
+
+_OPERATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(_SESSION_TEXTS),
+        st.sampled_from(
+            ["get", "get inside", "get again", "put", "put shaped", "put elsewhere", "clear"]
+        ),
+    ),
+    max_size=60,
+)
+
+
+@pytest.mark.skipif(ShapeCacheC is None, reason="needs `make build`")
+@settings(max_examples=500, deadline=None)
+@given(_OPERATIONS, st.integers(1, 4))
+def test_both_versions_answer_alike(operations: list[tuple[bytes, str]], maxsize: int) -> None:
+    """The C cache answers every sequence of operations as the Python reference does: each
+    value found, ``own`` after it, the number of keys."""
+    caches = [ShapeCachePy(maxsize), ShapeCacheC(maxsize)]
+    last = b""
+    for number, (text, operation) in enumerate(operations):
+        fresh = bytes(bytearray(text))  # (a new object: not the one found last)
+        answers: list[list[object]] = [[], []]
+        for cache, answer in zip(caches, answers, strict=True):
+            if operation == "get":
+                answer.append(cache.get(fresh))
+            elif operation == "get again":  # (the object last looked up: found without comparing)
+                answer.append(cache.get(last))
+            elif operation == "get inside":
+                message = _query(text)
+                found = cache.find_in(message, 5, len(message) - 1)
+                answer.append(None if found is None else (found, cache.own))
+            elif operation == "clear":
+                cache.clear()
+            else:
+                fixed = None if operation == "put" else fixed_runs(text)
+                other = (text, number, "elsewhere") if operation == "put elsewhere" else None
+                cache.put(text, (text, number), fixed, other)
+            answer.append(len(cache))
+        assert answers[0] == answers[1], (text, operation)
+        if operation == "get":
+            last = fresh
