@@ -437,6 +437,12 @@ class Guarded(Pooling):
         find_in = gate.remembered_lookup()
         if find_in is None:
             return False
+        if walk == 1 and data[0] == m.QUERY:  # (a lone Query: the simple protocol's request)
+            verdict = find_in(data, 5, following(data, 0) - 1)
+            if verdict is None or not verdict.plain_query:
+                return False
+            (_STATIC_PATH if verdict.static else _READ_PATH).inc()
+            return True
         names = self._plain_names  # (a scratch list: reuse.put)
         statics = reads = parses = 0
         end: i64 = 0
