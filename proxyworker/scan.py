@@ -2,10 +2,11 @@
 
 Compiled Python reads a byte at a time through a bounds-checked call, and the relay used to
 walk a chunk once per question it asked of it (are these whole messages? of which kinds? what
-does each request?). Each function here answers for a whole chunk in one call.
+does each request?). Each function here answers for a whole chunk in one call; ``ShapeCache``
+finds a statement text's remembered result in one call, comparing the text where it lies.
 ``proxyworker/_scan.c`` implements them for the worker (``make build``); the Python versions
 below say exactly what they compute, run when the extension is not built, and are what the
-tests hold the C to (``tests/test_scan.py``).
+tests hold the C to (``tests/test_scan.py``, ``tests/analysis/test_shapes.py``).
 """
 
 from __future__ import annotations
@@ -163,9 +164,8 @@ class ShapeCachePy(Generic[_T]):
     - ``put(raw, value, fixed[, elsewhere])`` stores ``value`` for ``raw``, and ``elsewhere``
       (None or left out: ``value``) for the other texts of its shape; ``fixed`` marks the
       runs of digits that must be equal (``shapes.fixed_runs``), None stores it for ``raw``
-      only.
-      Texts over ``MAX_SHAPED_TEXT`` bytes are not stored; after ``maxsize`` values stored,
-      storing one more first clears the cache (values replaced count until then).
+      only. Texts over ``MAX_SHAPED_TEXT`` bytes are not stored; after ``maxsize`` values
+      stored, storing one more first clears the cache (values replaced count until then).
     - ``find(raw)`` returns the value found, or None; ``own`` then says whether it was stored
       for that very text. ``find_in(data, start, end)`` finds the text ``data[start:end]``
       where it lies inside a message; ``get(raw)`` returns ``(value, own)`` or None.
