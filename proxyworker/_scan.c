@@ -326,6 +326,14 @@ same_places(const unsigned char *a, const unsigned char *b, Py_ssize_t n, int *d
     return others == 0;
 }
 
+/* same_shape's answer when the texts are of one shape: FIXED_DIFFERS (0), SAME_SHAPE (1) or
+ * SAME_TEXT (2) of scan.py. */
+static int
+shape_answer(int fixed_differs, int differs)
+{
+    return fixed_differs ? 0 : differs ? 1 : 2;
+}
+
 /* How a[0:n] compares with b[0:m], run of digits by run of digits: same_shape's answer, from
  * OTHER_SHAPE (-1) to SAME_TEXT (2) as scan.py numbers them. `fixed` (of `fixed_len`) marks
  * b's fixed runs; `all_fixed`: every run is. */
@@ -343,7 +351,7 @@ compare_shape(const unsigned char *a, Py_ssize_t n, const unsigned char *b, Py_s
      * which runs differ is found below). */
     if (n == m && same_places(a, b, n, &differs)) {
         if (!differs || !count_runs) /* (all_fixed counts no runs: every one is fixed) */
-            return differs && all_fixed ? 0 : differs ? 1 : 2;
+            return shape_answer(differs && all_fixed, differs);
         differs = 0;
     }
 
@@ -391,7 +399,7 @@ compare_shape(const unsigned char *a, Py_ssize_t n, const unsigned char *b, Py_s
     }
     if (i != n || j != m)
         return -1;
-    return fixed_differs ? 0 : differs ? 1 : 2;
+    return shape_answer(fixed_differs, differs);
 }
 
 /* A text's compared bounds (`start`, `end` as Python ints) within its `n` bytes, or -1 with
