@@ -420,6 +420,17 @@ text_bounds(const char *function, PyObject *start_arg, PyObject *end_arg, Py_ssi
     return 0;
 }
 
+/* compare_shape of a[0:n] with the bytes `reference`, whose fixed runs are the bytes `fixed`
+ * (NULL: every run is). */
+static int
+compare_with(const unsigned char *a, Py_ssize_t n, PyObject *reference, PyObject *fixed)
+{
+    return compare_shape(a, n, (const unsigned char *)PyBytes_AS_STRING(reference),
+                         PyBytes_GET_SIZE(reference),
+                         fixed ? (const unsigned char *)PyBytes_AS_STRING(fixed) : NULL,
+                         fixed ? PyBytes_GET_SIZE(fixed) : 0, fixed == NULL);
+}
+
 /* same_shape(raw, reference, fixed[, start, end]) -> int: raw[start:end] compared */
 static PyObject *
 scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -443,11 +454,7 @@ scan_same_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         a += start;
         n = end - start;
     }
-    int all_fixed = fixed == Py_None;
-    return PyLong_FromLong(compare_shape(
-        a, n, (const unsigned char *)PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]),
-        all_fixed ? NULL : (const unsigned char *)PyBytes_AS_STRING(fixed),
-        all_fixed ? 0 : PyBytes_GET_SIZE(fixed), all_fixed));
+    return PyLong_FromLong(compare_with(a, n, args[1], fixed == Py_None ? NULL : fixed));
 }
 
 /* shape_hash(raw) -> int: the arithmetic is scan.py's shape_hash_py, to the bit. */
@@ -530,6 +537,7 @@ scan_contains_any(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 #define RECENT 64            /* _RECENT */
 #define MAX_SHAPED_TEXT 8192 /* MAX_SHAPED_TEXT */
 #define SAME_SHAPE 1
+#define SAME_TEXT 2
 
 typedef struct Entry {
     PyObject *value;     /* for the text stored */
@@ -568,6 +576,25 @@ entry_of(ShapeCache *self, uint64_t key)
     return self->capacity ? *slot_of(self, key) : NULL;
 }
 
+/* Forget the keys and what was found for each length (the entries stay stored). */
+static void
+forget_keys(ShapeCache *self)
+{
+    if (self->capacity)
+        memset(self->slots, 0, sizeof(Entry *) * (size_t)self->capacity);
+    self->keys = 0;
+    memset(self->recent, 0, sizeof self->recent);
+}
+
+/* Forget what was found last and for each length. */
+static void
+forget_order(ShapeCache *self)
+{
+    memset(self->recent, 0, sizeof self->recent);
+    self->last = NULL;
+    Py_CLEAR(self->last_raw);
+}
+
 /* Forget every entry: the cache is empty before any value is released (a value's release may
  * run code that uses the cache). */
 static void
@@ -577,12 +604,8 @@ cache_clear(ShapeCache *self)
     Py_ssize_t n = self->n_stored;
     self->stored = NULL;
     self->n_stored = self->stored_capacity = 0;
-    if (self->capacity)
-        memset(self->slots, 0, sizeof(Entry *) * (size_t)self->capacity);
-    self->keys = 0;
-    memset(self->recent, 0, sizeof self->recent);
-    self->last = NULL;
-    Py_CLEAR(self->last_raw);
+    forget_keys(self);
+    forget_order(self);
     for (Py_ssize_t i = 0; i < n; i++) {
         Entry *e = stored[i];
         Py_DECREF(e->value);
@@ -652,7 +675,7 @@ found(ShapeCache *self, Entry *e, int match, PyObject *raw)
 {
     if (match < SAME_SHAPE)
         Py_RETURN_NONE;
-    self->own = match == 2;
+    self->own = match == SAME_TEXT;
     follows(self, e);
     Py_XINCREF(raw);
     Py_XSETREF(self->last_raw, raw);
@@ -662,11 +685,7 @@ found(ShapeCache *self, Entry *e, int match, PyObject *raw)
 static int
 compare_entry(const unsigned char *a, Py_ssize_t n, Entry *e)
 {
-    PyObject *fixed = e->fixed;
-    return compare_shape(a, n, (const unsigned char *)PyBytes_AS_STRING(e->reference),
-                         PyBytes_GET_SIZE(e->reference),
-                         fixed ? (const unsigned char *)PyBytes_AS_STRING(fixed) : NULL,
-                         fixed ? PyBytes_GET_SIZE(fixed) : 0, fixed == NULL);
+    return compare_with(a, n, e->reference, e->fixed);
 }
 
 static PyObject *
@@ -724,8 +743,7 @@ ShapeCache_get(ShapeCache *self, PyObject *raw)
     PyObject *value = ShapeCache_find(self, raw);
     if (value == NULL || value == Py_None)
         return value;
-    PyObject *pair = Py_BuildValue("(NO)", value, self->own ? Py_True : Py_False);
-    return pair;
+    return Py_BuildValue("(NO)", value, self->own ? Py_True : Py_False);
 }
 
 /* The entry stored under `key`, replacing the one there (which is never found again). */
@@ -847,19 +865,14 @@ ShapeCache_clear(ShapeCache *self, PyObject *unused)
 static PyObject *
 ShapeCache_forget_order(ShapeCache *self, PyObject *unused)
 {
-    memset(self->recent, 0, sizeof self->recent);
-    self->last = NULL;
-    Py_CLEAR(self->last_raw);
+    forget_order(self);
     Py_RETURN_NONE;
 }
 
 static PyObject *
 ShapeCache_forget_keys(ShapeCache *self, PyObject *unused)
 {
-    if (self->capacity)
-        memset(self->slots, 0, sizeof(Entry *) * (size_t)self->capacity);
-    self->keys = 0;
-    memset(self->recent, 0, sizeof self->recent);
+    forget_keys(self);
     Py_RETURN_NONE;
 }
 

@@ -134,12 +134,9 @@ _RECENT: Final = 64
 class _Entry(Generic[_T]):
     """What a key finds."""
 
-    __slots__ = ("elsewhere", "fixed", "key", "live", "next", "reference", "value")
+    __slots__ = ("elsewhere", "fixed", "live", "next", "reference", "value")
 
-    def __init__(
-        self, key: int, value: _T, elsewhere: _T, reference: bytes, fixed: bytes | None
-    ) -> None:
-        self.key = key
+    def __init__(self, value: _T, elsewhere: _T, reference: bytes, fixed: bytes | None) -> None:
         self.value = value
         """Found for the text stored."""
         self.elsewhere = elsewhere
@@ -274,7 +271,7 @@ class ShapeCachePy(Generic[_T]):
         if self._stored >= self._maxsize:
             self.clear()
         self._stored += 1
-        entry = _Entry(key, value, value if elsewhere is None else elsewhere, raw, fixed)
+        entry = _Entry(value, value if elsewhere is None else elsewhere, raw, fixed)
         replaced = self._entries.get(key)
         if replaced is not None:  # (never found again: recent slots and ``next`` may keep it)
             replaced.live, replaced.next = False, None

@@ -29,8 +29,8 @@ time of one dict lookup, without parsing:
 
 Whether a result may stand for every text of its shape is the caller's decision
 (``literal_invariant`` for analyses): it stores the result with the text's ``fixed_runs``, or
-with None for the exact text only. Texts must be
-read with standard_conforming_strings on, as every analysis assumes.
+with None for the exact text only. Texts must be read with standard_conforming_strings on, as
+every analysis assumes.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from pglast.parser import scan
 
 from proxyworker.analysis import analyze
 from proxyworker.analysis.shapes import fixed_runs, literal_invariant
+from proxyworker.protocol import messages as m
 from proxyworker.scan import MAX_SHAPED_TEXT, ShapeCache, ShapeCachePy, shape_hash
 
 try:
@@ -215,7 +216,7 @@ def test_a_text_found_reads_its_runs_as_the_stored_one_does(
     """A text found for another has its runs of digits inside and outside literals where the
     stored text has them: what ``fixed_runs`` finds reading its own literals."""
     stored, other = "".join(pieces).encode(), _with_runs("".join(pieces), runs).encode()
-    cache: ShapeCachePy[str] = ShapeCachePy(16)
+    cache: ShapeCache[str] = ShapeCache(16)
     _put(cache, stored, "stored", shaped=True)
     if cache.get(other) is not None:
         assert fixed_runs(other) == fixed_runs(stored)
@@ -232,10 +233,6 @@ _SESSION_TEXTS = [
     b"SELECT $1",
     b"SELECT $2",
 ]
-
-
-def _query(text: bytes) -> bytes:
-    return b"Q" + (len(text) + 5).to_bytes(4, "big") + text + b"\x00"
 
 
 @pytest.mark.parametrize("cache_type", _VERSIONS)
@@ -263,7 +260,7 @@ def test_what_get_keeps_of_the_last_lookup_never_changes_an_answer(
             if operation == "get":
                 assert kept.get(text) == wiped.get(text), text
                 continue
-            message = _query(text)
+            message = m.query(text.decode())
             found = kept.find_in(message, 5, len(message) - 1)
             assert (None if found is None else (found, kept.own)) == wiped.get(text), text
         else:
@@ -325,7 +322,7 @@ def test_a_value_stands_for_other_texts_as_stored_for_them(cache_type: Any) -> N
     assert cache.get(b"SELECT * FROM t WHERE id = 22") == ("its shape", False)
     assert cache.get(stored) == ("this text", True)
     assert cache.get(b"SELECT * FROM t WHERE id = 3") == ("its shape", False)
-    message = _query(stored)
+    message = m.query(stored.decode())
     assert cache.find_in(message, 5, len(message) - 1) == "this text"
     assert cache.own
 
@@ -383,7 +380,7 @@ def test_both_versions_answer_alike(operations: list[tuple[bytes, str]], maxsize
             elif operation == "get again":  # (the object last looked up: found without comparing)
                 answer.append(cache.get(last))
             elif operation == "get inside":
-                message = _query(text)
+                message = m.query(text.decode())
                 found = cache.find_in(message, 5, len(message) - 1)
                 answer.append(None if found is None else (found, cache.own))
             elif operation == "clear":
