@@ -729,6 +729,24 @@ ShapeCache_find_in(ShapeCache *self, PyObject *const *args, Py_ssize_t nargs)
     return cache_find(self, args[0], start, end);
 }
 
+/* find_query(data): the value for the text of the Query message `data` starts with (up to
+ * the NUL that ends it), as find_in with the bounds its length gives. */
+static PyObject *
+ShapeCache_find_query(ShapeCache *self, PyObject *data)
+{
+    if (!bytes_arg(data, "find_query", "data"))
+        return NULL;
+    const unsigned char *m = (const unsigned char *)PyBytes_AS_STRING(data);
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    long long length = n < 6 ? 0 : message_length(m);
+    if (m[0] != 'Q' || length < 5 || length >= n || m[length] != 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "find_query(): data does not start with a whole Query message");
+        return NULL;
+    }
+    return cache_find(self, data, 5, (Py_ssize_t)length);
+}
+
 static PyObject *
 ShapeCache_find(ShapeCache *self, PyObject *raw)
 {
@@ -885,6 +903,8 @@ ShapeCache_len(ShapeCache *self)
 static PyMethodDef ShapeCache_methods[] = {
     {"find_in", (PyCFunction)(void (*)(void))ShapeCache_find_in, METH_FASTCALL,
      "find_in(data, start, end): the value for the text data[start:end], or None"},
+    {"find_query", (PyCFunction)ShapeCache_find_query, METH_O,
+     "find_query(data): the value for the text of the Query message data starts with"},
     {"find", (PyCFunction)ShapeCache_find, METH_O, "find(raw): the value for raw, or None"},
     {"get", (PyCFunction)ShapeCache_get, METH_O, "get(raw): (value, own), or None"},
     {"put", (PyCFunction)(void (*)(void))ShapeCache_put, METH_FASTCALL,

@@ -165,7 +165,9 @@ class ShapeCachePy(Generic[_T]):
       stored, storing one more first clears the cache (values replaced count until then).
     - ``find(raw)`` returns the value found, or None; ``own`` then says whether it was stored
       for that very text. ``find_in(data, start, end)`` finds the text ``data[start:end]``
-      where it lies inside a message; ``get(raw)`` returns ``(value, own)`` or None.
+      where it lies inside a message, ``find_query(data)`` the text of the Query message
+      ``data`` starts with (its bounds read from its length: one call for the simple
+      protocol's request); ``get(raw)`` returns ``(value, own)`` or None.
     - ``_put_under``, ``_forget_order``, ``_forget_keys``: for tests (a key given, as if
       another text's hash collided; what the lookups keep forgotten).
     """
@@ -201,6 +203,12 @@ class ShapeCachePy(Generic[_T]):
 
     def find(self, raw: bytes) -> _T | None:
         return self.find_in(raw, 0, len(raw))
+
+    def find_query(self, data: bytes) -> _T | None:
+        length = int.from_bytes(data[1:5], "big") if len(data) >= 6 else 0
+        if data[:1] != b"Q" or not 5 <= length < len(data) or data[length] != 0:
+            raise ValueError("find_query(): data does not start with a whole Query message")
+        return self.find_in(data, 5, length)
 
     def find_in(self, data: bytes, start: int, end: int) -> _T | None:
         if not 0 <= start <= end <= len(data):

@@ -149,9 +149,15 @@ class Gate:
     _path: tuple[str, ...] = ()
     _verdicts: ShapeCache[Verdict] = field(default_factory=lambda: ShapeCache(MAX_VERDICTS))
     """Remembered verdicts: for the text decided, and for other texts of its shape."""
-    _find_in: Callable[[bytes, int, int], Verdict | None] = field(init=False)
-    """``_verdicts.find_in``, bound once (compiled, a method of a C type called by name is
-    looked up on every call)."""
+    # Its lookups, bound once (compiled, a method of a C type called by name is looked up on
+    # every call); each answers only when ``remembered_usable()`` is true. ``find(raw)``: the
+    # remembered verdict for a text; ``find_in(data, start, end)``: for the text
+    # ``data[start:end]`` where it lies inside a message; ``find_query(data)``: for the text of
+    # the Query message ``data`` starts with. (The text of another verdict's shape differs
+    # only in ASCII digits: valid UTF-8 too.)
+    find: Callable[[bytes], Verdict | None] = field(init=False)
+    find_in: Callable[[bytes, int, int], Verdict | None] = field(init=False)
+    find_query: Callable[[bytes], Verdict | None] = field(init=False)
     # What they were decided under (``_expire_verdicts``); the count of tables held limited
     # stands for ``sticky``, which only grows. (Fields of the gate: compared on every lookup.)
     _made_policy: Policy | None = None
@@ -160,7 +166,12 @@ class Gate:
     _made_sticky: int = -1
 
     def __post_init__(self) -> None:
-        self._find_in = self._verdicts.find_in
+        verdicts = self._verdicts
+        self.find, self.find_in, self.find_query = (
+            verdicts.find,
+            verdicts.find_in,
+            verdicts.find_query,
+        )
 
     @property
     def active(self) -> bool:
@@ -201,17 +212,15 @@ class Gate:
     def remembered(self, raw: bytes) -> Verdict | None:
         """The remembered verdict for this text (see ``decide_bytes``), if there is one and
         it may be used now; nothing is decided."""
-        find_in = self.remembered_lookup()
-        return None if find_in is None else find_in(raw, 0, len(raw))
+        return self.find(raw) if self.remembered_usable() else None
 
-    def remembered_lookup(self) -> Callable[[bytes, int, int], Verdict | None] | None:
-        """``find_in(data, start, end)``: the remembered verdict for the text
-        ``data[start:end]`` (as ``remembered``: the text may lie inside a message), when
-        remembered verdicts may be used now; None while DDL has made the catalog stale. (The
-        text of another verdict's shape differs only in ASCII digits: valid UTF-8 too.)"""
+    def remembered_usable(self) -> bool:
+        """May remembered verdicts be used now (``find`` and the other lookups)? Not while
+        DDL has made the catalog stale; they are dropped first if what they were decided
+        under changed."""
         catalog = self.catalog
         if self.ddl_pending or (catalog is not None and catalog.loaded_at <= self._ddl_at):
-            return None
+            return False
         if not (
             self._made_path is self.search_path
             and self._made_catalog is catalog
@@ -219,7 +228,7 @@ class Gate:
             and self._made_sticky == len(self.sticky)
         ):
             self._expire_verdicts()
-        return self._find_in
+        return True
 
     def _expire_verdicts(self) -> None:
         """Drop the remembered verdicts if what they were decided under changed (an equal

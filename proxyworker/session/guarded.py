@@ -434,15 +434,23 @@ class Guarded(Pooling):
             gate.catalog = self.pool.catalog.snapshot()
         if not self._readable:
             return False
-        find_in = gate.remembered_lookup()
-        if find_in is None:
+        if not gate.remembered_usable():
             return False
-        if walk == 1 and data[0] == m.QUERY:  # (a lone Query: the simple protocol's request)
-            verdict = find_in(data, 5, following(data, 0) - 1)
-            if verdict is None or not verdict.plain_query:
-                return False
-            (_STATIC_PATH if verdict.static else _READ_PATH).inc()
-            return True
+        if walk == 1:
+            if data[0] == m.QUERY:  # (a lone Query: the simple protocol's request)
+                verdict = gate.find_query(data)
+                if verdict is None or not verdict.plain_query:
+                    return False
+                (_STATIC_PATH if verdict.static else _READ_PATH).inc()
+                return True
+            if data.startswith(self._parse_message):  # (the last Parse again, then Bind...)
+                statement, raw = self._parse_read
+                verdict = gate.find(raw)
+                if verdict is None or not verdict.plain_parse:
+                    return False
+                (_STATIC_PATH if verdict.static else _READ_PATH).inc()
+                self._forget_parsed(statement.name)
+                return True
         names = self._plain_names  # (a scratch list: reuse.put)
         statics = reads = parses = 0
         end: i64 = 0
@@ -454,7 +462,7 @@ class Guarded(Pooling):
             if kind != m.QUERY and kind != m.PARSE:
                 continue
             if kind == m.QUERY:  # (its text where it lies, not copied)
-                verdict = find_in(data, start + 5, end - 1)
+                verdict = gate.find_in(data, start + 5, end - 1)
             else:
                 if start == 0 and data.startswith(self._parse_message):
                     statement, raw = self._parse_read  # (the last Parse again, not copied)
@@ -465,7 +473,7 @@ class Guarded(Pooling):
                         return False  # (the message-by-message path answers it)
                 put(names, parses, statement.name)
                 parses += 1
-                verdict = find_in(raw, 0, len(raw))
+                verdict = gate.find(raw)
             if verdict is None or not (
                 verdict.plain_query if kind == m.QUERY else verdict.plain_parse
             ):
@@ -479,27 +487,22 @@ class Guarded(Pooling):
             _STATIC_PATH.inc(statics)
         if reads:
             _READ_PATH.inc(reads)
-        if not parses:
-            return True
-        # As _gate_extended does for a Parse it lets through. (Sizes tested with len: compiled,
-        # a set's truth is a call.)
-        checked, audited, rewritten, dry = (
-            self._checked_statements,
-            self._audited_statements,
-            self._rewritten,
-            self._dry_parsed,
-        )
         for i in range(parses):
-            name = names[i]
-            if len(checked):
-                checked.discard(name)
-            if audited:
-                audited.pop(name, None)
-            if rewritten:
-                rewritten.pop(name, None)
-            if len(dry):
-                dry.discard(name)
+            self._forget_parsed(names[i])
         return True
+
+    def _forget_parsed(self, name: str) -> None:
+        """As ``_gate_extended`` does for a Parse of ``name`` it lets through as it is: what
+        was kept for the statement of that name before is forgotten. (Sizes tested with len:
+        compiled, a set's truth is a call.)"""
+        if len(self._checked_statements):
+            self._checked_statements.discard(name)
+        if self._audited_statements:
+            self._audited_statements.pop(name, None)
+        if self._rewritten:
+            self._rewritten.pop(name, None)
+        if len(self._dry_parsed):
+            self._dry_parsed.discard(name)
 
     def _bind_armed(self) -> bool:
         """Could a Bind need anything of the guard: a statement needing the check or whose

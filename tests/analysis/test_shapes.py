@@ -4,7 +4,7 @@ their literals and nothing else; everything the scan cannot read exactly is exac
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from hypothesis import given, settings
@@ -35,6 +35,18 @@ def cache_type(request: pytest.FixtureRequest) -> Any:
 def _put(cache: Any, text: bytes, value: object, shaped: bool) -> None:
     """As a caller stores a result: for its shape, or for its exact text only."""
     cache.put(text, value, fixed_runs(text) if shaped else None)
+
+
+_SYNC: Final = b"S\x00\x00\x00\x04"
+
+
+def _find_inside(cache: Any, text: bytes, operation: str) -> object:
+    """The text looked up where it lies in a Query message: with its bounds given
+    (``find_in``), or read from the message, which a Sync follows (``find_query``)."""
+    message = m.query(text.decode())
+    if operation == "get query":
+        return cache.find_query(message + _SYNC)
+    return cache.find_in(message, 5, len(message) - 1)
 
 
 def _found(stored: str, other: str) -> bool:
@@ -240,7 +252,7 @@ _SESSION_TEXTS = [
     st.lists(
         st.tuples(
             st.sampled_from(_SESSION_TEXTS),
-            st.sampled_from(["get", "get inside", "put", "put shaped"]),
+            st.sampled_from(["get", "get inside", "get query", "put", "put shaped"]),
         ),
         max_size=40,
     )
@@ -260,8 +272,7 @@ def test_what_get_keeps_of_the_last_lookup_never_changes_an_answer(
             if operation == "get":
                 assert kept.get(text) == wiped.get(text), text
                 continue
-            message = m.query(text.decode())
-            found = kept.find_in(message, 5, len(message) - 1)
+            found = _find_inside(kept, text, operation)
             assert (None if found is None else (found, kept.own)) == wiped.get(text), text
         else:
             for cache in (kept, wiped):
@@ -345,6 +356,10 @@ def test_it_refuses_what_it_cannot_store_or_find(cache_type: Any) -> None:
         cache.put(b"SELECT 1", None, None)
     with pytest.raises(ValueError, match="is not within"):
         cache.find_in(b"SELECT 1", 3, 9)
+    query = m.query("SELECT 1")
+    for not_a_query in (b"", b"SELECT 1", query[:-1], query[:-1] + b"x", b"P" + query[1:], _SYNC):
+        with pytest.raises(ValueError, match="does not start with a whole Query message"):
+            cache.find_query(not_a_query)
     with pytest.raises(ValueError, match="at least 1"):
         cache_type(0)
     long_text = b"SELECT " + b"x" * MAX_SHAPED_TEXT
@@ -356,7 +371,16 @@ _OPERATIONS = st.lists(
     st.tuples(
         st.sampled_from(_SESSION_TEXTS),
         st.sampled_from(
-            ["get", "get inside", "get again", "put", "put shaped", "put elsewhere", "clear"]
+            [
+                "get",
+                "get inside",
+                "get query",
+                "get again",
+                "put",
+                "put shaped",
+                "put elsewhere",
+                "clear",
+            ]
         ),
     ),
     max_size=60,
@@ -379,9 +403,8 @@ def test_both_versions_answer_alike(operations: list[tuple[bytes, str]], maxsize
                 answer.append(cache.get(fresh))
             elif operation == "get again":  # (the object last looked up: found without comparing)
                 answer.append(cache.get(last))
-            elif operation == "get inside":
-                message = m.query(text.decode())
-                found = cache.find_in(message, 5, len(message) - 1)
+            elif operation in ("get inside", "get query"):
+                found = _find_inside(cache, text, operation)
                 answer.append(None if found is None else (found, cache.own))
             elif operation == "clear":
                 cache.clear()
