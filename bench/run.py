@@ -464,7 +464,7 @@ def _tps_table(args: argparse.Namespace, tps: dict[tuple[str, str, str], list[Ru
             verdict = "n/a" if ratio is None else ("pass" if ratio >= TPS_TARGET else "FAIL")
             lines.append(
                 f"| {workload.name} | {mode} | {fmt(direct)} | {fmt(bouncer)} | {fmt(worker)} "
-                f"| {f'{ratio:.2f}x' if ratio else 'n/a'} "
+                f"| {f'{ratio:.3f}x' if ratio else 'n/a'} "
                 f"| {f'{vs_direct:.2f}x' if vs_direct else 'n/a'} | {verdict} |"
             )
     return "\n".join(lines)
@@ -607,7 +607,7 @@ def _guard_table(args: argparse.Namespace, tps: dict[tuple[str, str, str], list[
             lines.append(
                 f"| {workload.name} | {mode} | {f'{off:,.0f}' if off else 'error'} "
                 f"| {f'{on:,.0f}' if on else 'error'} "
-                f"| {f'{ratio:.2f}x' if ratio else 'n/a'} | {cpu(off_runs)} | {cpu(on_runs)} "
+                f"| {f'{ratio:.3f}x' if ratio else 'n/a'} | {cpu(off_runs)} | {cpu(on_runs)} "
                 f"| {verdict} |"
             )
     return "\n".join(lines)

@@ -69,6 +69,7 @@ def _args(modes: list[str]) -> argparse.Namespace:
 
 
 def test_the_tps_table_fails_a_worker_under_the_target_and_passes_one_above() -> None:
+    """A ratio compared with a target is shown to three places: 0.896 is no "0.90x FAIL"."""
     name = WORKLOADS[0].name
     tps = {
         (name, "direct", "direct"): [Run(200.0), Run(200.0)],
@@ -79,9 +80,24 @@ def test_the_tps_table_fails_a_worker_under_the_target_and_passes_one_above() ->
     }
     rows = run._tps_table(_args(["session", "transaction"]), tps).splitlines()[4:]
     assert rows == [
-        f"| {name} | session | 200 | 100 | 92 | 0.92x | 0.46x | pass |",
-        f"| {name} | transaction | 200 | 100 | 90 | 0.90x | 0.45x | FAIL |",
+        f"| {name} | session | 200 | 100 | 92 | 0.920x | 0.46x | pass |",
+        f"| {name} | transaction | 200 | 100 | 90 | 0.896x | 0.45x | FAIL |",
     ]
+
+
+def test_the_guard_table_fails_a_ratio_that_rounds_to_the_target_from_below() -> None:
+    name = WORKLOADS[0].name
+    tps = {
+        (name, "worker", "session"): [Run(100.0), Run(100.0)],
+        (name, run.GUARDED, "session"): [Run(96.6), Run(97.0)],
+        (name, "worker", "transaction"): [Run(100.0), Run(50.0)],
+        (name, run.GUARDED, "transaction"): [Run(97.0), Run(49.0)],
+    }
+    rows = [
+        row.split(" | ")
+        for row in run._guard_table(_args(["session", "transaction"]), tps).splitlines()[4:]
+    ]
+    assert [(row[4], row[-1]) for row in rows] == [("0.968x", "FAIL |"), ("0.975x", "pass |")]
 
 
 def test_the_idle_table_has_a_column_per_target_that_ran() -> None:
