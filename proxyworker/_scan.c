@@ -9,6 +9,9 @@
 #include <structmember.h>
 #include <stddef.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h> /* (every x86-64 has SSE2: 16 bytes compared in a few instructions) */
+#endif
 
 /* Whether a word read from memory (`word`) has the first byte lowest: then the position of a
  * byte in it follows from its bits (`equal_prefix`, `run_starts`). */
@@ -64,6 +67,16 @@ static Py_ssize_t
 equal_prefix(const unsigned char *a, Py_ssize_t n, const unsigned char *b, Py_ssize_t m)
 {
     Py_ssize_t k = 0;
+#if defined(__SSE2__)
+    while (n - k >= 16 && m - k >= 16) {
+        unsigned equal = (unsigned)_mm_movemask_epi8(
+            _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(a + k)),
+                           _mm_loadu_si128((const __m128i *)(b + k))));
+        if (equal != 0xFFFF)
+            return k + __builtin_ctz(~equal); /* (bit i: byte i) */
+        k += 16;
+    }
+#endif
     while (n - k >= 8 && m - k >= 8) {
         uint64_t differ = word(a + k) ^ word(b + k);
         if (differ != 0) {
@@ -283,6 +296,18 @@ short_runs(const unsigned char *a, Py_ssize_t n, const unsigned char *b, Py_ssiz
 #endif
 }
 
+#if defined(__SSE2__)
+/* Bit i set when byte i of `v` is an ASCII digit (compared as signed bytes: one with its high
+ * bit set is below '0', no digit). */
+static inline unsigned
+digit_lanes(__m128i v)
+{
+    __m128i from = _mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1));
+    __m128i to = _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1));
+    return (unsigned)_mm_movemask_epi8(_mm_and_si128(from, to));
+}
+#endif
+
 /* 0x80 in each byte of `w` that is not 0, 0 in the others. */
 static uint64_t
 nonzero_bytes(uint64_t w)
@@ -296,6 +321,29 @@ nonzero_bytes(uint64_t w)
 static int
 same_places(const unsigned char *a, const unsigned char *b, Py_ssize_t n, int *differs)
 {
+#if defined(__SSE2__)
+    if (n >= 16) {
+        /* 16 bytes at a time, the last 16 reaching back over bytes already compared; a byte
+         * that differs and is not a digit in both ends it (then only runs can tell). */
+        unsigned differ16 = 0;
+        for (Py_ssize_t k = 0;; k += 16) {
+            if (k > n - 16)
+                k = n - 16;
+            __m128i va = _mm_loadu_si128((const __m128i *)(a + k));
+            __m128i vb = _mm_loadu_si128((const __m128i *)(b + k));
+            unsigned d = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(va, vb)) ^ 0xFFFFu;
+            if (d != 0) {
+                if ((d & ~(digit_lanes(va) & digit_lanes(vb))) != 0)
+                    return 0;
+                differ16 |= d;
+            }
+            if (k == n - 16)
+                break;
+        }
+        *differs = differ16 != 0;
+        return 1;
+    }
+#endif
     uint64_t others = 0, differ = 0;
 #if WORDS_LITTLE_ENDIAN
     if (n >= 8) {

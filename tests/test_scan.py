@@ -106,6 +106,13 @@ def test_same_shape(module: Any) -> None:
     assert same_shape(long.replace(b"1234567", b"89"), long, b"") == scan.SAME_SHAPE
     assert same_shape(long.replace(b"aid", b"bid"), long, b"") == scan.OTHER_SHAPE
     assert same_shape(long.replace(b"1234567", b"1234568"), long, None) == scan.FIXED_DIFFERS
+    # As long a text with a digit's place taken by a byte next to the digits, or by one whose
+    # low 7 bits are a digit's: another shape (16 bytes compared at once, as 8 are).
+    for other in (b"/", b":", b"\xb1", b"\xb9", b"\xb0"):
+        for stored in (long, b"aid = 1234567;"):
+            changed = stored.replace(b"4", other)
+            assert same_shape(changed, stored, b"") == scan.OTHER_SHAPE
+            assert same_shape(stored, changed, b"") == scan.OTHER_SHAPE
     # A run one text continues past the first word's end, where the two were equal.
     assert same_shape(b"SELECT 12 x", b"SELECT 1 x", b"") == scan.SAME_SHAPE
     assert same_shape(b"SELECT 1 x", b"SELECT 12 x", None) == scan.FIXED_DIFFERS
@@ -190,7 +197,7 @@ def test_the_c_frames_is_the_python_one(chunk: bytes, limit: int, table: bytes) 
 # Texts of a few letters, digits and spaces: runs of digits of many lengths, between them
 # stretches longer and shorter than a word; and the bytes next to the digits ('/', ':') and a
 # byte whose low 7 bits are a digit's (0xb1), for the word-at-a-time digit test.
-_TEXT = st.binary(max_size=60).map(lambda b: bytes(b"a0 9'x1234567/:\xb1"[x % 16] for x in b))
+_TEXT = st.binary(max_size=100).map(lambda b: bytes(b"a0 9'x1234567/:\xb1"[x % 16] for x in b))
 
 
 @needs_build
@@ -198,7 +205,7 @@ _TEXT = st.binary(max_size=60).map(lambda b: bytes(b"a0 9'x1234567/:\xb1"[x % 16
 @given(
     _TEXT,
     _TEXT,
-    st.integers(min_value=0, max_value=6),
+    st.integers(min_value=0, max_value=7),
     st.one_of(st.none(), st.just(b""), st.binary(max_size=8)),
 )
 def test_the_c_same_shape_is_the_python_one(
@@ -216,6 +223,8 @@ def test_the_c_same_shape_is_the_python_one(
         reference = raw[:-1] + (b"x" if raw[-1:] != b"x" else b"1")
     elif change == 5:  # its digits changed in place: a text of the same length
         reference = raw.translate(bytes.maketrans(b"0123456789", b"9876543210"))
+    elif change == 6:  # in place of some digits, the bytes next to the digits: no digits
+        reference = raw.translate(bytes.maketrans(b"091", b"/:\xb1"))
     else:
         reference = other
     assert _scan.same_shape(raw, reference, fixed) == scan.same_shape_py(raw, reference, fixed)
