@@ -102,7 +102,7 @@ class Guarded(Pooling):
     ) -> Verdict:
         assert self.pool is not None
         policy = self.policy
-        if policy.limits or policy.honeytoken_tables:
+        if policy.uses_catalog:
             gate.catalog = self.pool.catalog.snapshot()
         if not self._readable:
             # Looked at again only after a ParameterStatus (or a new set of settings).
@@ -430,7 +430,7 @@ class Guarded(Pooling):
         otherwise False, with nothing done."""
         assert self.pool is not None
         policy = self.policy
-        if policy.limits or policy.honeytoken_tables:
+        if policy.uses_catalog:
             gate.catalog = self.pool.catalog.snapshot()
         if not self._readable:
             return False

@@ -155,7 +155,7 @@ class Handshake(Requests):
         gate = Gate(policy, self.user, self.database, sticky=pool.limited)
         if gate.active:
             self.gate = gate
-            if policy.limits or policy.honeytoken_tables:
+            if policy.uses_catalog:
                 gate.catalog = await pool.catalog.get()
         self._labels = metrics.database_labels(self.database)
         try:

@@ -75,7 +75,12 @@ class Pooling(SessionState):
     def _request_cycle_done(self, server: ServerConnection) -> None:
         """Called when no request is in flight: drain, or give back the server."""
         gate = self.gate
-        if gate is not None and server.status == STATUS_IDLE and gate.transaction_ended():
+        if (
+            gate is not None
+            and gate.ddl_pending  # (read here: most cycles call nothing of the gate)
+            and server.status == STATUS_IDLE
+            and gate.transaction_ended()
+        ):
             assert self.pool is not None
             self.pool.catalog.invalidate()
         if self.worker.draining and server.status == STATUS_IDLE and not self._unsynced:

@@ -3,7 +3,7 @@ never across a change of what they were decided under."""
 
 from __future__ import annotations
 
-from proxyworker.config.policy import DatabasePolicy, Signatures
+from proxyworker.config.policy import DatabasePolicy, Honeytokens, Signatures
 from proxyworker.guard.catalog import Catalog, Relation
 from proxyworker.guard.gate import Gate
 from proxyworker.policy.decision import Deny
@@ -25,6 +25,16 @@ def _gate(signatures: bool = True) -> Gate:
         table_limits={"accounts": 10}, signatures=Signatures(enabled=signatures)
     )
     return Gate(Policy.compile(config), "alice", "app", catalog=_catalog())
+
+
+def test_a_policy_needs_the_catalog_for_limited_or_honeytoken_tables() -> None:
+    def uses_catalog(config: DatabasePolicy) -> bool:
+        return Policy.compile(config).uses_catalog
+
+    assert uses_catalog(DatabasePolicy(table_limits={"accounts": 10}))
+    assert uses_catalog(DatabasePolicy(honeytokens=Honeytokens(tables=["secret_keys"])))
+    assert not uses_catalog(DatabasePolicy(honeytokens=Honeytokens(values=["canary-7f3a9c"])))
+    assert not uses_catalog(DatabasePolicy())
 
 
 def test_it_decides_a_repeated_shape_once() -> None:
