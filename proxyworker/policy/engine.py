@@ -42,8 +42,8 @@ class Policy:
     ip_rules: tuple[CompiledRule, ...]
     rate: TokenBuckets | None
     uses_catalog: bool
-    """Are tables limited or honeytoken tables named: decisions need the catalog. (One field
-    read per guarded chunk instead of asking both sets, as ``Guarded`` did.)"""
+    """Are tables limited or honeytoken tables named: decisions need the catalog. (Stored,
+    not asked of both sets: it is read for every guarded chunk.)"""
     rows_budget: RowBudget | None = None
 
     @classmethod
