@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 DJANGO := DJANGO_SETTINGS_MODULE=controlplane.settings.test $(BIN)/python manage.py
 
 .PHONY: install build clean-build system-deps services run run-standalone test test-slow check lint \
-	format bench conformance clean
+	format bench bench-guard conformance clean
 
 install: $(VENV)/.installed
 
@@ -61,6 +61,9 @@ test-slow: install build services
 
 bench: install build services
 	$(BIN)/python bench/run.py --guard both --floor --rounds 6
+
+bench-guard: install build services
+	$(BIN)/python bench/run.py --guard pair --rounds 30
 
 conformance: install build services
 	scripts/conformance.sh

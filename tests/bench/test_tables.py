@@ -4,6 +4,8 @@ a wrong pairing or a wrong verdict here would go unnoticed in its output."""
 from __future__ import annotations
 
 import argparse
+import math
+import random
 import sys
 from itertools import pairwise
 from pathlib import Path
@@ -95,9 +97,63 @@ def test_the_guard_table_fails_a_ratio_that_rounds_to_the_target_from_below() ->
     }
     rows = [
         row.split(" | ")
-        for row in run._guard_table(_args(["session", "transaction"]), tps).splitlines()[4:]
+        for row in run._guard_table(_args(["session", "transaction"]), tps).splitlines()[4:6]
     ]
-    assert [(row[4], row[-1]) for row in rows] == [("0.968x", "FAIL |"), ("0.975x", "pass |")]
+    assert [(row[4], row[5], row[-1]) for row in rows] == [
+        ("0.968x", "n/a", "FAIL |"),  # (two rounds: too few for an interval)
+        ("0.975x", "n/a", "pass |"),
+    ]
+
+
+def test_the_guard_table_shows_where_the_median_ratio_lies() -> None:
+    name = WORKLOADS[0].name
+    off = [Run(100.0)] * 6
+    on = [Run(t) for t in (99.0, 95.0, 101.0, 97.0, 98.0, 96.0)]
+    tps = {(name, "worker", "session"): off, (name, run.GUARDED, "session"): on}
+    row = run._guard_table(_args(["session"]), tps).splitlines()[4].split(" | ")
+    assert (row[4], row[5]) == ("0.975x", "0.950-1.010")
+
+
+def test_the_median_interval_is_made_of_order_statistics_wide_enough_for_its_confidence() -> None:
+    assert run.median_interval([3.0, 1.0, 2.0, 4.0]) is None  # 2 x 1/16 > 10 %: no k
+    assert run.median_interval([5.0, 1.0, 3.0, 2.0, 4.0]) == (1.0, 5.0)
+    values = [float(v) for v in range(30)]
+    assert run.median_interval(values) == (10.0, 19.0)  # 11th smallest and 11th largest
+    assert run.median_interval(values, 0.5) == (12.0, 17.0)
+    # Drawn from a distribution whose median is 0, the interval holds 0 at least 90 % of the
+    # time (and, taking the largest k, not far more often).
+    rng = random.Random(7)
+    for n in (6, 12, 30):
+        held = 0
+        for _ in range(2000):
+            interval = run.median_interval([rng.expovariate(1.0) - math.log(2) for _ in range(n)])
+            assert interval is not None
+            held += interval[0] <= 0 <= interval[1]
+        assert 0.88 <= held / 2000 <= 0.985, (n, held)
+
+
+def test_the_guard_pair_alone_runs_both_workers_side_by_side_in_each_mode() -> None:
+    endpoint = Endpoint("e", 1, "u", "p", "d")
+    targets = [
+        run.Target(name, endpoint, mode)
+        for mode in ("session", "transaction")
+        for name in ("worker", run.GUARDED)
+    ]
+    orders = [[(t.name, t.mode) for t in run._round_order(targets, n)] for n in range(2)]
+    assert orders[0] == [
+        (run.GUARDED, "session"),
+        ("worker", "session"),
+        (run.GUARDED, "transaction"),
+        ("worker", "transaction"),
+    ]
+    assert orders[1] == [
+        ("worker", "transaction"),
+        (run.GUARDED, "transaction"),
+        ("worker", "session"),
+        (run.GUARDED, "session"),
+    ]
+    with pytest.raises(SystemExit):
+        run._arguments(["--guard", "pair", "--floor"])
 
 
 def test_the_idle_table_has_a_column_per_target_that_ran() -> None:
