@@ -466,8 +466,8 @@ def _ratio(runs: list[Run], to: list[Run]) -> float | None:
 def median_interval(values: list[float], confidence: float = 0.9) -> tuple[float, float] | None:
     """Where the median of what ``values`` are drawn from lies, with at least ``confidence``:
     the k-th smallest and k-th largest value for the largest k that keeps the chance of both
-    falling on one side of the median under 1 - confidence (each value is on either side with
-    probability 1/2; no distribution assumed). None when there are too few values for any k
+    falling on one side of the median at most 1 - confidence (each value is on either side
+    with probability 1/2; no distribution assumed). None when there are too few values for any k
     (fewer than 5 at 90 %)."""
     ordered = sorted(values)
     n = len(ordered)
